@@ -1,0 +1,41 @@
+# lineclear developer entry points. `make demo` and `make test` work on a fresh machine:
+# they create and fill .venv when it is missing (a second run does not reinstall).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# PyTorch wheels that lie on this kind of machine's disk; pyproject.toml accepts any torch >= 2.2.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.lineclear-installed
+PYTEST_ARGS ?=
+
+.PHONY: all install test test-all demo bench clean help
+.DELETE_ON_ERROR:
+
+help:
+	@echo "make demo      set up, then run every stage on one synthetic view (prints metrics + report path)"
+	@echo "make test      set up, then run the test suite (slow tests excluded; see make test-all)"
+	@echo "make bench     speed and detection-quality benchmarks (benchmarks/)"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(MAKE) -C examples demo LINECLEAR=$(abspath $(BIN))/lineclear PYTHON=$(abspath $(BIN))/python
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+clean:
+	rm -rf demo-out .pytest_cache

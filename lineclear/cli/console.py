@@ -1,0 +1,97 @@
+"""Output discipline: results go to stdout, progress and notes to stderr; ``-q`` silences progress."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from lineclear.formats._io import dumps
+
+
+class State:
+    quiet: bool = False
+    verbose: bool = False
+
+
+state = State()
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+log = logging.getLogger("lineclear")
+
+
+def setup_logging(verbose: bool, quiet: bool) -> None:
+    state.verbose, state.quiet = verbose, quiet
+    root = logging.getLogger("lineclear")
+    root.handlers.clear()
+    handler = RichHandler(console=err, show_time=False, show_path=False, markup=False, rich_tracebacks=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def note(msg: str) -> None:
+    """A note on stderr (not silenced by -q: notes tell the user something they should know)."""
+    err.print(f"[dim]lineclear:[/] {msg}")
+
+
+def warn(msg: str) -> None:
+    err.print(f"[yellow]lineclear: warning:[/] {msg}")
+
+
+def print_json(obj: Any) -> None:
+    """Machine-readable result on stdout."""
+    sys.stdout.write(dumps(obj))
+    sys.stdout.flush()
+
+
+class _RichTask:
+    def __init__(self, progress: Progress, task_id: int) -> None:
+        self._p, self._id = progress, task_id
+
+    def advance(self, n: float = 1, **fields: Any) -> None:
+        info = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+        self._p.update(self._id, advance=n, info=info)
+
+
+class RichProgress:
+    """Implements :class:`lineclear.progress.Progress` with a rich bar on stderr (silent with -q)."""
+
+    @contextmanager
+    def task(self, description: str, total: float | None) -> Iterator[_RichTask]:
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=err,
+            disable=state.quiet or not err.is_terminal and False,
+            transient=False,
+        )
+        with progress:
+            tid = progress.add_task(description, total=total, info="")
+            yield _RichTask(progress, tid)
+
+
+def rich_progress() -> RichProgress:
+    return RichProgress()
+
+
+def dumps_json(obj: Any) -> str:
+    return json.dumps(obj)

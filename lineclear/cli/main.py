@@ -1,0 +1,96 @@
+"""The Typer app: global options, command discovery and the error boundary.
+
+Each command lives in its own module ``lineclear/cli/<name>.py`` exposing
+``register(app)``; a command appears when its module exists (no placeholders).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from typing import Optional
+
+import typer
+
+from lineclear import __version__
+from lineclear.cli import console
+from lineclear.errors import LineclearError
+
+# Pipeline order, which is also the order of ``lineclear --help``.
+COMMANDS = ["synth", "labels", "register", "mask", "train", "score", "calibrate", "evaluate", "table", "deploy", "check"]
+
+app = typer.Typer(
+    name="lineclear",
+    help="Anomaly detection for line clearance: is anything left behind in the machine?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lineclear {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More notes, and tracebacks on errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """lineclear: composable stages that read files and write files.
+
+    labels → register → mask → train → score → calibrate → evaluate, and check on the line.
+    """
+    console.setup_logging(verbose, quiet)
+
+
+def _load_commands() -> None:
+    for name in COMMANDS:
+        modname = f"lineclear.cli.{name}"
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name == modname:
+                continue
+            raise
+        mod.register(app)
+
+
+_load_commands()
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry point with the error boundary (exit 1 domain, 2 usage, 130 Ctrl-C)."""
+    try:
+        app(args=argv, prog_name="lineclear", standalone_mode=False)
+    except LineclearError as exc:
+        if console.state.verbose:
+            traceback.print_exc()
+        console.err.print(f"[red]lineclear: error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.err.print("lineclear: aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.err.print("lineclear: interrupted")
+        sys.exit(130)
+    except Exception as exc:  # the click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if console.state.verbose:
+            raise
+        console.err.print(f"lineclear: internal error: {exc.__class__.__name__}: {exc} (run with -v for the traceback)")
+        sys.exit(1)
+    sys.exit(0)

@@ -1,0 +1,51 @@
+"""The only place that knows file layouts. Every file carries a schema name and version.
+
+=============================== ============================== ===========================
+schema                          file                           module
+=============================== ============================== ===========================
+``lineclear.maps/1``            anomaly maps, HDF5             :mod:`.maps`
+``lineclear.thresholds/1``      thresholds, JSON               :mod:`.thresholds`
+``lineclear.checkpoint/1``      model checkpoint, ``.pt``      :mod:`.checkpoint`
+(PNG, no schema)                masks, uint8 0/255             :mod:`.masks`
+=============================== ============================== ===========================
+
+Other stages add their own submodule here (registration report, metrics, deploy
+manifest). All writes are atomic and refuse to overwrite without ``overwrite=True``.
+"""
+
+from lineclear.formats._io import (
+    atomic_path,
+    atomic_write_bytes,
+    check_schema,
+    check_writable,
+    read_json,
+    sha256_file,
+    write_json,
+)
+from lineclear.formats.checkpoint import CHECKPOINT_SCHEMA, load_checkpoint, save_checkpoint
+from lineclear.formats.maps import MAPS_SCHEMA, MapsFile, MapsWriter, provenance
+from lineclear.formats.masks import read_mask, resize_mask, write_mask
+from lineclear.formats.thresholds import THRESHOLDS_SCHEMA, read_thresholds, write_thresholds
+
+__all__ = [
+    "CHECKPOINT_SCHEMA",
+    "MAPS_SCHEMA",
+    "THRESHOLDS_SCHEMA",
+    "MapsFile",
+    "MapsWriter",
+    "atomic_path",
+    "atomic_write_bytes",
+    "check_schema",
+    "check_writable",
+    "load_checkpoint",
+    "provenance",
+    "read_json",
+    "read_mask",
+    "read_thresholds",
+    "resize_mask",
+    "save_checkpoint",
+    "sha256_file",
+    "write_json",
+    "write_mask",
+    "write_thresholds",
+]

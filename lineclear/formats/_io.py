@@ -1,0 +1,110 @@
+"""Atomic writes, overwrite protection, hashing and schema-tagged JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from lineclear.errors import FormatError, OutputExistsError
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse an existing output unless ``overwrite``; return the path."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: exists (use --overwrite to replace it)")
+    return path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place on success.
+
+    On any exception (including KeyboardInterrupt) the temporary file is removed,
+    so a crash never leaves a half-written target.
+    """
+    path = check_writable(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def dumps(obj: Any) -> str:
+    """JSON text; NaN/inf are refused (they are not JSON) -- use None for undefined."""
+    return json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n"
+
+
+def write_json(path: str | os.PathLike, obj: dict, schema: str, overwrite: bool = False) -> Path:
+    """Write ``obj`` with ``"schema": schema`` as its first key, atomically."""
+    doc = {"schema": schema, **{k: v for k, v in obj.items() if k != "schema"}}
+    return atomic_write_bytes(path, dumps(doc).encode("utf-8"), overwrite)
+
+
+def read_json(path: str | os.PathLike, schema: str) -> dict:
+    """Read a JSON file and check that it carries ``schema`` (name and major version)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path}: cannot read ({exc})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(doc, dict) or "schema" not in doc:
+        raise FormatError(f"{path}: not a lineclear file (no 'schema' key; expected {schema})")
+    check_schema(path, doc["schema"], schema)
+    return doc
+
+
+def check_schema(path: str | os.PathLike, found: Any, expected: str) -> None:
+    """``expected`` is ``name/major``; a file of the same name and major version is accepted."""
+    name, _, major = expected.partition("/")
+    if not isinstance(found, str) or found.partition("/")[0] != name:
+        raise FormatError(f"{path}: schema is {found!r}, expected {expected}")
+    if found.partition("/")[2] != major:
+        raise FormatError(f"{path}: {found} is not supported by this lineclear (expects {expected})")

@@ -1,0 +1,244 @@
+"""Anomaly maps file: HDF5, schema ``lineclear.maps/1``.
+
+Layout (see the README's "File formats" section):
+
+========== ======================= ==========================================================
+path       type / shape            meaning
+========== ======================= ==========================================================
+/maps      float32 (N,H,W)         anomaly map per image at the model's resolution; chunked
+                                   one image per chunk, gzip-compressed
+/scores    float32 (N,)            image anomaly score
+/image_ids vlen UTF-8 str (N,)     image path relative to the dataset root
+/labels    int8 (N,)               0 normal, 1 anomalous, -1 unknown
+/valid     uint8 (N,H,W), optional 1 where the pixel counts (inspection mask and
+                                   registration validity), 0 where it is ignored
+attrs      root attributes         schema, lineclear_version, model, view, checkpoint,
+                                   checkpoint_sha256, image_size, map_size, mask_stage,
+                                   mask, registered, argv, created_utc, ...
+========== ======================= ==========================================================
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+from lineclear import __version__
+from lineclear.errors import FormatError, LineclearError
+from lineclear.formats._io import atomic_path, check_schema
+
+MAPS_SCHEMA = "lineclear.maps/1"
+_STR = h5py.string_dtype(encoding="utf-8")
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Root attributes every maps file carries, plus ``extra`` (model, view, ...)."""
+    base = {
+        "lineclear_version": __version__,
+        "argv": " ".join(sys.argv),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    base.update({k: v for k, v in extra.items() if v is not None})
+    return base
+
+
+def _attr_value(v: Any) -> Any:
+    if isinstance(v, (dict, list, tuple)) and not (
+        isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v)
+    ):
+        return json.dumps(v)
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, bool):
+        return int(v)
+    return v
+
+
+class MapsWriter:
+    """Streamed writer: append images one batch at a time, renamed into place on close.
+
+    >>> with MapsWriter("maps.h5", (256, 256), attrs=provenance(model="draem")) as w:
+    ...     w.append(maps, scores, image_ids, labels, valid=None)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        map_size: tuple[int, int],
+        attrs: dict[str, Any] | None = None,
+        with_valid: bool = False,
+        overwrite: bool = False,
+        compression: int = 1,
+    ) -> None:
+        self.path = Path(path)
+        self.map_size = (int(map_size[0]), int(map_size[1]))
+        self.attrs = dict(attrs or {})
+        self.with_valid = with_valid
+        self.overwrite = overwrite
+        self.compression = compression
+        self._ctx = None
+        self._f: h5py.File | None = None
+        self.n = 0
+
+    def __enter__(self) -> "MapsWriter":
+        self._ctx = atomic_path(self.path, self.overwrite)
+        tmp = self._ctx.__enter__()
+        h, w = self.map_size
+        f = h5py.File(tmp, "w")
+        self._f = f
+        kw = dict(compression="gzip", compression_opts=self.compression, shuffle=True)
+        f.create_dataset("maps", shape=(0, h, w), maxshape=(None, h, w), dtype="float32", chunks=(1, h, w), **kw)
+        f.create_dataset("scores", shape=(0,), maxshape=(None,), dtype="float32", chunks=(1024,))
+        f.create_dataset("image_ids", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+        f.create_dataset("labels", shape=(0,), maxshape=(None,), dtype="int8", chunks=(1024,))
+        if self.with_valid:
+            f.create_dataset("valid", shape=(0, h, w), maxshape=(None, h, w), dtype="uint8", chunks=(1, h, w), **kw)
+        f.attrs["schema"] = MAPS_SCHEMA
+        f.attrs["map_size"] = list(self.map_size)
+        for k, v in self.attrs.items():
+            f.attrs[k] = _attr_value(v)
+        return self
+
+    def append(
+        self,
+        maps: np.ndarray,
+        scores: np.ndarray,
+        image_ids: list[str],
+        labels: np.ndarray | list[int],
+        valid: np.ndarray | None = None,
+    ) -> None:
+        """Append a batch: maps (B,H,W) float, scores (B,), ids, labels (B,), valid (B,H,W) bool."""
+        assert self._f is not None, "use MapsWriter as a context manager"
+        maps = np.asarray(maps, dtype=np.float32)
+        if maps.ndim == 2:
+            maps = maps[None]
+        b = maps.shape[0]
+        if maps.shape[1:] != self.map_size:
+            raise LineclearError(f"{self.path}: map of size {maps.shape[1:]} does not match the file's {self.map_size}")
+        if not np.all(np.isfinite(maps)):
+            raise LineclearError(f"{self.path}: refusing to write NaN or infinite anomaly maps ({image_ids[:3]} ...)")
+        scores = np.asarray(scores, dtype=np.float32).reshape(b)
+        labels = np.asarray(labels, dtype=np.int8).reshape(b)
+        if len(image_ids) != b:
+            raise ValueError("one image id per map")
+        f = self._f
+        n0, n1 = self.n, self.n + b
+        for name in ("maps", "scores", "image_ids", "labels"):
+            f[name].resize(n1, axis=0)
+        f["maps"][n0:n1] = maps
+        f["scores"][n0:n1] = scores
+        f["image_ids"][n0:n1] = list(image_ids)
+        f["labels"][n0:n1] = labels
+        if self.with_valid:
+            if valid is None:
+                valid = np.ones((b, *self.map_size), dtype=bool)
+            valid = np.asarray(valid).reshape(b, *self.map_size)
+            f["valid"].resize(n1, axis=0)
+            f["valid"][n0:n1] = valid.astype(np.uint8)
+        elif valid is not None:
+            raise ValueError("valid masks given to a writer created without with_valid=True")
+        self.n = n1
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        assert self._f is not None and self._ctx is not None
+        self._f.attrs["count"] = self.n
+        self._f.close()
+        return bool(self._ctx.__exit__(exc_type, exc, tb))
+
+
+class MapsFile:
+    """Read a ``lineclear.maps/1`` file; validates the schema and the shapes on open.
+
+    Small arrays (scores, ids, labels) are read eagerly; maps are read lazily, so a
+    file of any size can be processed with bounded memory via :meth:`iter_batches`.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FormatError(f"{self.path}: no such maps file")
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError:
+            raise FormatError(f"{self.path}: not an HDF5 file (or it is corrupt)") from None
+        try:
+            self._validate()
+        except Exception:
+            self._f.close()
+            raise
+
+    def _validate(self) -> None:
+        f = self._f
+        check_schema(self.path, _decode(f.attrs.get("schema")), MAPS_SCHEMA)
+        for name in ("maps", "scores", "image_ids", "labels"):
+            if name not in f:
+                raise FormatError(f"{self.path}: corrupt maps file (no /{name} dataset)")
+        n = f["maps"].shape[0]
+        if f["maps"].ndim != 3:
+            raise FormatError(f"{self.path}: /maps must be (N,H,W), found shape {f['maps'].shape}")
+        for name in ("scores", "image_ids", "labels"):
+            if f[name].shape != (n,):
+                raise FormatError(f"{self.path}: /{name} has shape {f[name].shape}, expected ({n},)")
+        if "valid" in f and f["valid"].shape != f["maps"].shape:
+            raise FormatError(f"{self.path}: /valid shape {f['valid'].shape} does not match /maps {f['maps'].shape}")
+        self.scores = f["scores"][:].astype(np.float64)
+        self.image_ids = [_decode(s) for s in f["image_ids"][:]]
+        self.labels = f["labels"][:].astype(np.int64)
+        self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
+
+    def __enter__(self) -> "MapsFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._f:
+            self._f.close()
+
+    def __len__(self) -> int:
+        return int(self._f["maps"].shape[0])
+
+    @property
+    def map_size(self) -> tuple[int, int]:
+        _, h, w = self._f["maps"].shape
+        return int(h), int(w)
+
+    @property
+    def has_valid(self) -> bool:
+        return "valid" in self._f
+
+    def map(self, i: int) -> np.ndarray:
+        return self._f["maps"][i]
+
+    def valid(self, i: int) -> np.ndarray:
+        """bool (H,W): the pixels that count (all True when the file has no /valid)."""
+        if self.has_valid:
+            return self._f["valid"][i].astype(bool)
+        return np.ones(self.map_size, dtype=bool)
+
+    def iter_batches(self, batch: int = 16) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+        """Yield ``(slice, maps (b,H,W) float32, valid (b,H,W) bool)`` in file order."""
+        n = len(self)
+        for i in range(0, n, batch):
+            sl = slice(i, min(n, i + batch))
+            maps = self._f["maps"][sl]
+            valid = self._f["valid"][sl].astype(bool) if self.has_valid else np.ones(maps.shape, dtype=bool)
+            yield sl, maps, valid
+
+
+def _decode(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v

@@ -1,0 +1,63 @@
+"""Thresholds file: JSON, schema ``lineclear.thresholds/1``.
+
+==================== ============================================================
+key                  meaning
+==================== ============================================================
+schema               ``lineclear.thresholds/1``
+method               ``max`` | ``quantile`` | ``ksigma``
+params               the rule's parameters, e.g. ``{"p": 0.99}`` or ``{"k": 3.0}``
+pixel.threshold      segmentation threshold on anomaly-map values (valid pixels)
+pixel.stats          statistics it came from (count, mean, std, min, max, quantile)
+image.threshold      classification threshold on image scores
+image.stats          statistics it came from
+source               maps file it was computed on: path, sha256, model, view,
+                     map_size, mask_stage, registered, checkpoint_sha256
+lineclear_version    version that wrote it; ``created_utc`` when
+==================== ============================================================
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from lineclear import __version__
+from lineclear.errors import FormatError
+from lineclear.formats._io import read_json, write_json
+
+THRESHOLDS_SCHEMA = "lineclear.thresholds/1"
+METHODS = ("max", "quantile", "ksigma")
+
+
+def write_thresholds(path: str | os.PathLike, doc: dict[str, Any], overwrite: bool = False) -> Path:
+    """Validate ``doc`` (without schema) and write it atomically."""
+    doc = dict(doc)
+    doc.setdefault("lineclear_version", __version__)
+    doc.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    _validate(Path(path), {"schema": THRESHOLDS_SCHEMA, **doc})
+    return write_json(path, doc, THRESHOLDS_SCHEMA, overwrite)
+
+
+def read_thresholds(path: str | os.PathLike) -> dict[str, Any]:
+    doc = read_json(path, THRESHOLDS_SCHEMA)
+    _validate(Path(path), doc)
+    return doc
+
+
+def _validate(path: Path, doc: dict[str, Any]) -> None:
+    if doc.get("method") not in METHODS:
+        raise FormatError(f"{path}: 'method' must be one of {', '.join(METHODS)}, found {doc.get('method')!r}")
+    if not isinstance(doc.get("params", {}), dict):
+        raise FormatError(f"{path}: 'params' must be an object")
+    for level in ("pixel", "image"):
+        part = doc.get(level)
+        if not isinstance(part, dict) or "threshold" not in part:
+            raise FormatError(f"{path}: missing '{level}.threshold'")
+        t = part["threshold"]
+        if t is not None and (not isinstance(t, (int, float)) or not math.isfinite(t)):
+            raise FormatError(f"{path}: '{level}.threshold' must be a finite number or null, found {t!r}")
+    if not isinstance(doc.get("source"), dict):
+        raise FormatError(f"{path}: missing 'source' (the maps file the thresholds came from)")

@@ -1,0 +1,128 @@
+"""What a model's training function receives: data, config, device and the run directory.
+
+Run directory layout (written by ``lineclear train``)::
+
+    RUN_DIR/config.json        schema lineclear.run/1: model, preset, resolved config, view, images
+    RUN_DIR/model.pt           the final checkpoint (state dict + JSON, see formats.checkpoint)
+    RUN_DIR/checkpoints/*.pt   intermediate checkpoints kept by the preset (e.g. epoch_2000.pt)
+    RUN_DIR/train_state.pt     resumable state (model, optimiser, scheduler, RNG, epoch)
+    RUN_DIR/train_log.jsonl    one JSON object per logged step/epoch
+
+A model's ``train(model, session)`` fits ``model`` in place. Long trainings call
+``session.save_state`` every so often and start with ``session.load_state()`` so that
+``--resume`` continues an interrupted run and ends where an uninterrupted one ends.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lineclear.formats import load_checkpoint, save_checkpoint
+from lineclear.formats.checkpoint import TRAIN_STATE_SCHEMA
+from lineclear.progress import NullProgress, Progress
+
+RUN_SCHEMA = "lineclear.run/1"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainSession:
+    """Everything a training function needs; no file paths leak into the model code."""
+
+    images: torch.Tensor  # (N,3,H,W) float32 RGB in [0,1] at config.image_size, on the CPU
+    config: Any
+    device: torch.device
+    run_dir: Path | None = None
+    valid: torch.Tensor | None = None  # (N,1,H,W) float {0,1}: pixels that count, or None (all)
+    image_ids: list[str] = field(default_factory=list)
+    model_name: str = ""
+    resume: bool = False
+    progress: Progress = field(default_factory=NullProgress)
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+    # -- logging -------------------------------------------------------------------------
+    def log(self, **record: Any) -> None:
+        """Append one JSON line to ``train_log.jsonl`` (no-op without a run dir)."""
+        if self.run_dir is None:
+            return
+        with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+
+    # -- resumable state -----------------------------------------------------------------
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Atomically save a resumable state: a dict of state dicts, tensors and JSON-able values.
+
+        Python/NumPy RNG states are added automatically; torch's CPU RNG state too.
+        """
+        if self.run_dir is None:
+            return
+        tensors: dict[str, Any] = {}
+        plain: dict[str, Any] = {}
+        for k, v in state.items():
+            if isinstance(v, (torch.Tensor, dict)):
+                tensors[k] = v
+            else:
+                plain[k] = v
+        np_state = np.random.get_state()
+        plain["_numpy_rng"] = [np_state[0], np_state[1].tolist(), *np_state[2:]]
+        plain["_python_rng"] = _py_state_to_json(random.getstate())
+        tensors["_torch_rng"] = torch.get_rng_state()
+        save_checkpoint(
+            self.run_dir / "train_state.pt",
+            {"state": tensors},  # nested dicts of tensors are fine for weights_only loading
+            {"model": self.model_name, "plain": plain},
+            overwrite=True,
+            schema=TRAIN_STATE_SCHEMA,
+        )
+
+    def load_state(self) -> dict[str, Any] | None:
+        """The state saved by :meth:`save_state` when resuming, else None. Restores RNGs."""
+        if self.run_dir is None or not self.resume:
+            return None
+        path = self.run_dir / "train_state.pt"
+        if not path.is_file():
+            return None
+        sd, meta = load_checkpoint(path, schema=TRAIN_STATE_SCHEMA)
+        state: dict[str, Any] = dict(sd["state"])
+        plain = dict(meta.get("plain", {}))
+        torch.set_rng_state(state.pop("_torch_rng"))
+        np_state = plain.pop("_numpy_rng")
+        np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+        random.setstate(_py_state_from_json(plain.pop("_python_rng")))
+        state.update(plain)
+        return state
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def save_checkpoint(self, model: torch.nn.Module, name: str = "model.pt", **meta: Any) -> Path | None:
+        """Write ``run_dir/name`` (e.g. ``model.pt`` or ``checkpoints/epoch_2000.pt``)."""
+        if self.run_dir is None:
+            return None
+        cfg = self.config.to_dict() if hasattr(self.config, "to_dict") else dict(self.config)
+        return save_checkpoint(
+            self.run_dir / name,
+            model.state_dict(),
+            {"model": self.model_name, "config": cfg, **self.extra_meta, **meta},
+            overwrite=True,
+        )
+
+
+def _py_state_to_json(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _py_state_from_json(obj: list) -> tuple:
+    version, internal, gauss = obj
+    return (version, tuple(internal), gauss)

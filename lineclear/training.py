@@ -126,3 +126,34 @@ def _py_state_to_json(state: tuple) -> list:
 def _py_state_from_json(obj: list) -> tuple:
     version, internal, gauss = obj
     return (version, tuple(internal), gauss)
+
+
+def load_view_images(
+    samples: list, size: tuple[int, int], with_valid: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """Read a view's samples at ``size`` = (H, W): images (N,3,H,W), valid (N,1,H,W) or None, notes.
+
+    Notes name what the user should know (e.g. mixed source sizes that were resized).
+    """
+    from lineclear.dataset import valid_path_for
+    from lineclear.formats import read_mask, resize_mask
+    from lineclear.images import image_size, read_rgb
+
+    notes: list[str] = []
+    sizes = {image_size(s.path) for s in samples}
+    if len(sizes) > 1:
+        shown = ", ".join(f"{w}x{h}" for h, w in sorted(sizes))
+        notes.append(f"training images have mixed sizes ({shown}); all are resized to {size[1]}x{size[0]}")
+    imgs = np.stack([read_rgb(s.path, size) for s in samples]).transpose(0, 3, 1, 2)
+    valid = None
+    if with_valid:
+        vs = [valid_path_for(s.path) for s in samples]
+        if any(v is not None for v in vs):
+            valid = np.stack(
+                [resize_mask(read_mask(v), size) if v is not None else np.ones(size, bool) for v in vs]
+            )[:, None].astype(np.float32)
+    return (
+        torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32)),
+        torch.from_numpy(valid) if valid is not None else None,
+        notes,
+    )

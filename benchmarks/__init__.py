@@ -1,0 +1,1 @@
+"""lineclear benchmarks: speed and detection quality, run by ``make bench``."""

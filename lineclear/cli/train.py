@@ -1,0 +1,152 @@
+"""``lineclear train VIEW_DIR --model M --out RUN_DIR``: fit a model on a view's normal images."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from lineclear.cli import console
+from lineclear.cli.options import Device, Overwrite
+from lineclear.dataset import View
+from lineclear.device import resolve_device
+from lineclear.errors import LineclearError, UsageError
+from lineclear.formats.run import write_run_config
+from lineclear.models import MODELS, get_model
+from lineclear.models.base import resolve_config
+from lineclear.training import TrainSession, load_view_images, seed_everything
+
+# option name → config field; an option the chosen model does not have is a usage error
+MODEL_OPTIONS = {
+    "epochs": "epochs",
+    "image_size": "image_size",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "seed": "seed",
+    "textures": "textures",
+    "backbone": "backbone",
+    "backbone_weights": "backbone_weights",
+    "t_prime": "t_prime",
+    "skip": "skip",
+    "w": "w",
+    "v": "v",
+    "lambda_dl": "lambda_dl",
+    "domain_adaptation": "domain_adaptation",
+    "coreset_ratio": "coreset_ratio",
+    "position_radius": "position_radius",
+}
+
+
+def train_command(
+    view_dir: Annotated[Path, typer.Argument(help="View directory (with train/good/).", show_default=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model: " + ", ".join(MODELS) + ".")] = "patchcore",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")] = Path("run"),
+    preset: Annotated[str, typer.Option("--preset", help="Settings preset: fast (CPU), paper (thesis), demo (tiny).")] = "fast",
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override the preset's epochs.")] = None,
+    image_size: Annotated[Optional[str], typer.Option("--image-size", help="HxW (or one number for square), e.g. 256x384.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Override the batch size.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Override the learning rate.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Training seed (deterministic on CPU).")] = None,
+    device: Device = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
+    overwrite: Overwrite = False,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of train/good held out for validation when there is no val/ folder.")] = 0.2,
+    split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the train/validation split.")] = 0,
+    textures: Annotated[Optional[Path], typer.Option("--textures", help="[draem] DTD-style folder of anomaly source textures (any depth).")] = None,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="[ddad, patchcore] timm model name of the feature extractor.")] = None,
+    backbone_weights: Annotated[Optional[str], typer.Option("--backbone-weights", help="[ddad, patchcore] Weights file (safetensors or state dict), 'auto' (local caches) or 'none' (random).")] = None,
+    t_prime: Annotated[Optional[int], typer.Option("--t-prime", help="[ddad] Noising step T' for reconstruction, in (0, T].")] = None,
+    skip: Annotated[Optional[int], typer.Option("--skip", help="[ddad] Denoising step skip.")] = None,
+    w: Annotated[Optional[float], typer.Option("--w", help="[ddad] Conditioning weight w.")] = None,
+    v: Annotated[Optional[float], typer.Option("--v", help="[ddad] Weight v of the pixel distance.")] = None,
+    lambda_dl: Annotated[Optional[float], typer.Option("--lambda-dl", help="[ddad] Distillation weight of domain adaptation.")] = None,
+    domain_adaptation: Annotated[Optional[bool], typer.Option("--domain-adaptation/--no-domain-adaptation", help="[ddad] Fine-tune the feature extractor (default on).", show_default=False)] = None,
+    coreset_ratio: Annotated[Optional[float], typer.Option("--coreset-ratio", help="[patchcore] Share of patches kept by greedy coreset subsampling (1 = all).")] = None,
+    position_radius: Annotated[Optional[str], typer.Option("--position-radius", help="[patchcore] Position-aware search radius in grid cells, or 'none' for global search.")] = None,
+    set_: Annotated[Optional[List[str]], typer.Option("--set", help="Any other setting: KEY=VALUE (repeatable).")] = None,
+) -> None:
+    """Train a model on a view's anomaly-free images and write RUN_DIR/model.pt.
+
+    The resolved configuration goes to RUN_DIR/config.json, a log to RUN_DIR/train_log.jsonl.
+    """
+    entry = get_model(model)
+    overrides: dict = {}
+    given = dict(
+        epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
+        textures=str(textures) if textures else None, backbone=backbone, backbone_weights=backbone_weights,
+        t_prime=t_prime, skip=skip, w=w, v=v, lambda_dl=lambda_dl, domain_adaptation=domain_adaptation,
+        coreset_ratio=coreset_ratio, position_radius=position_radius,
+    )
+    fields = {f.name for f in dataclasses.fields(entry.config_cls)}
+    for opt, value in given.items():
+        if value is None:
+            continue
+        field = MODEL_OPTIONS[opt]
+        if field not in fields:
+            raise UsageError(f"--{opt.replace('_', '-')} does not apply to model {model}")
+        overrides[field] = value
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip().replace("-", "_")] = value.strip()
+    cfg = resolve_config(entry, preset, overrides)
+
+    view = View(view_dir, val_fraction=val_fraction, seed=split_seed)
+    train_samples, val_samples = view.train(), view.val()
+    if not train_samples:
+        raise LineclearError(f"{view.dir / 'train' / 'good'}: no training images")
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if resume:
+            if not (out / "config.json").is_file():
+                raise LineclearError(f"{out}: not a lineclear run directory (no config.json); nothing to resume")
+        elif overwrite:
+            shutil.rmtree(out)
+        elif (out / "model.pt").is_file():
+            raise LineclearError(f"{out}: already holds a trained model (use --overwrite to train again)")
+        else:
+            raise LineclearError(f"{out}: holds an unfinished run (use --resume to continue it or --overwrite)")
+    out.mkdir(parents=True, exist_ok=True)
+
+    dev = resolve_device(device)
+    seed_everything(cfg.seed)
+    images, valid, notes = load_view_images(train_samples, tuple(cfg.image_size))
+    for n in notes:
+        console.note(n)
+    meta = {
+        "preset": preset,
+        "view": view.name,
+        "view_dir": str(view.dir.resolve()),
+        "dataset_root": str(view.root),
+        "train_image_ids": [s.image_id for s in train_samples],
+        "val_image_ids": [s.image_id for s in val_samples],
+        "val_fraction": val_fraction,
+        "split_seed": split_seed,
+    }
+    write_run_config(out, {"model": entry.name, "config": cfg.to_dict(), "device": str(dev), **meta})
+    session = TrainSession(
+        images=images, config=cfg, device=dev, run_dir=out, valid=valid,
+        image_ids=meta["train_image_ids"], model_name=entry.name, resume=resume,
+        progress=console.rich_progress(), extra_meta=meta,
+    )
+    console.note(
+        f"training {entry.name} ({preset}) on {len(train_samples)} images of view {view.name} "
+        f"at {cfg.image_size[1]}x{cfg.image_size[0]} on {dev}; {len(val_samples)} held out for validation"
+    )
+    t0 = time.perf_counter()
+    net = entry.build(cfg, True).to(dev)
+    entry.train(net, session)
+    seconds = time.perf_counter() - t0
+    path = session.save_checkpoint(net.cpu(), "model.pt", train_seconds=round(seconds, 2))
+    console.print_json({"run_dir": str(out), "model": entry.name, "checkpoint": str(path), "train_seconds": round(seconds, 2),
+                        "train_images": len(train_samples), "val_images": len(val_samples)})
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", no_args_is_help=True)(train_command)

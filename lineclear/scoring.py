@@ -1,0 +1,192 @@
+"""Batched, streamed inference: images → anomaly maps and image scores.
+
+Masking semantics (thesis section 3.4), for every model alike:
+
+* ``mask_stage="post"``: the map is computed on the whole image, then set to zero
+  where the mask is 0; the image score is recomputed from the masked map with the
+  model's own rule (``model.image_score``).
+* ``mask_stage="pre"``: the mask goes into the model (``model(images, mask)``), which
+  hides the masked region before the map is computed (each model's README says how).
+* ``mask_stage="none"``: no inspection mask.
+
+A registration validity mask (pixels that came from inside the source frame, eroded
+by ``border_margin`` map pixels along the seam) counts like a mask: it joins the
+inspection mask at the chosen stage, and with ``none`` it is applied after the map.
+The pixels that count are written to the maps file's ``/valid``.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from lineclear.errors import FormatError, LineclearError, UsageError
+from lineclear.formats import load_checkpoint, read_mask, resize_mask
+from lineclear.images import read_rgb
+from lineclear.models import get_model
+from lineclear.models.base import AnomalyModel, config_from_dict
+from lineclear.progress import Progress, ensure
+
+MASK_STAGES = ("none", "pre", "post")
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run directory means its ``model.pt``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.pt"
+        if not p.is_file():
+            raise LineclearError(f"{path}: run directory has no model.pt (training unfinished? try --resume)")
+    return p
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[AnomalyModel, dict, object]:
+    """Load a checkpoint into its model: ``(model in eval mode on device, meta, config)``."""
+    p = resolve_checkpoint(path)
+    sd, meta = load_checkpoint(p)
+    name = meta.get("model")
+    try:
+        entry = get_model(str(name))
+    except UsageError:
+        raise FormatError(f"{p}: checkpoint of model {name!r}, which this lineclear does not have") from None
+    try:
+        cfg = config_from_dict(entry, meta.get("config", {}))
+    except UsageError as exc:
+        raise FormatError(f"{p}: {exc}") from None
+    model = entry.build(cfg, False)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).replace("\n", " ")[:300]
+        raise FormatError(f"{p}: checkpoint does not fit model {name} ({first})") from None
+    model.eval().to(device)
+    return model, meta, cfg
+
+
+@dataclass
+class ScoredBatch:
+    paths: list[Path]
+    maps: np.ndarray  # (B,h,w) float32
+    scores: np.ndarray  # (B,)
+    valid: np.ndarray | None  # (B,h,w) bool, None when every pixel counts
+
+
+def _erode(valid: np.ndarray, margin: int) -> np.ndarray:
+    if margin <= 0:
+        return valid
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    # Pixels beyond the image edge count as valid: only the registration seam is eroded.
+    return cv2.erode(valid.astype(np.uint8), k, borderType=cv2.BORDER_CONSTANT, borderValue=1).astype(bool)
+
+
+def load_batch(
+    paths: Sequence[Path],
+    size: tuple[int, int],
+    valid_lookup: Callable[[Path], Path | None] | None,
+    border_margin: int,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read images (B,H,W,3) float32 at ``size`` and their validity masks (B,H,W) bool or None."""
+    imgs = np.stack([read_rgb(p, size) for p in paths])
+    valids = []
+    any_valid = False
+    for p in paths:
+        vp = valid_lookup(p) if valid_lookup else None
+        if vp is not None:
+            any_valid = True
+            v = read_mask(vp, resize=True, shape=None)
+            v = resize_mask(v, size)
+            valids.append(_erode(v, border_margin))
+        else:
+            valids.append(np.ones(size, dtype=bool))
+    return imgs, (np.stack(valids) if any_valid else None)
+
+
+@torch.inference_mode()
+def score_arrays(
+    model: AnomalyModel,
+    images: np.ndarray,
+    *,
+    roi: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
+    mask_stage: str = "none",
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Score a batch already at the model's size.
+
+    images (B,H,W,3) float32 in [0,1]; roi (H,W) bool or None; valid (B,H,W) bool or None.
+    Returns maps (B,H,W) float32, scores (B,), and the pixels that count (B,H,W) bool or None.
+    """
+    if mask_stage not in MASK_STAGES:
+        raise UsageError(f"mask stage must be one of {MASK_STAGES}, got {mask_stage!r}")
+    if mask_stage != "none" and roi is None:
+        raise UsageError(f"--mask-stage {mask_stage} needs --mask")
+    b, h, w, _ = images.shape
+    count = None
+    if roi is not None and mask_stage != "none":
+        count = np.broadcast_to(roi, (b, h, w)).copy()
+    if valid is not None:
+        count = valid.copy() if count is None else (count & valid)
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+    dev_type = torch.device(device).type
+    ctx = torch.autocast(dev_type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    pre = count is not None and mask_stage == "pre"
+    with ctx:
+        if pre:
+            m = torch.from_numpy(count[:, None].astype(np.float32)).to(device)
+            out = model(x, m)
+        else:
+            out = model(x)
+    amap = out.anomaly_map.float()
+    score = out.score.float()
+    if count is not None:
+        m = torch.from_numpy(count.astype(np.float32)).to(amap.device)
+        amap = amap * m  # pre: the model already zeroed it; this is a guarantee, not a change
+        if not pre:
+            # post stage, or the validity mask alone: zero the map, recompute the score from it
+            score = model.image_score(amap).float()
+    maps = amap.cpu().numpy().astype(np.float32)
+    if maps.shape[1:] != (h, w):
+        raise LineclearError(f"model returned maps of size {maps.shape[1:]}, expected {(h, w)}")
+    return maps, score.cpu().numpy().astype(np.float32), count
+
+
+def score_paths(
+    model: AnomalyModel,
+    paths: Sequence[Path],
+    size: tuple[int, int],
+    *,
+    roi: np.ndarray | None = None,
+    mask_stage: str = "none",
+    valid_lookup: Callable[[Path], Path | None] | None = None,
+    border_margin: int = 0,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+    progress: Progress | None = None,
+) -> Iterator[ScoredBatch]:
+    """Stream batches: the next batch is read from disk while the current one is scored."""
+    progress = ensure(progress)
+    if roi is not None:
+        roi = resize_mask(roi, size)
+    batches = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
+    with ThreadPoolExecutor(max_workers=1) as pool, progress.task("scoring", len(paths)) as task:
+        fut = pool.submit(load_batch, batches[0], size, valid_lookup, border_margin) if batches else None
+        for i, batch in enumerate(batches):
+            assert fut is not None
+            imgs, valid = fut.result()
+            if i + 1 < len(batches):
+                fut = pool.submit(load_batch, batches[i + 1], size, valid_lookup, border_margin)
+            maps, scores, count = score_arrays(
+                model, imgs, roi=roi, valid=valid, mask_stage=mask_stage, device=device, bf16=bf16
+            )
+            task.advance(len(batch))
+            yield ScoredBatch(paths=batch, maps=maps, scores=scores, valid=count)

@@ -9,7 +9,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.lineclear-installed
 PYTEST_ARGS ?=
 
-.PHONY: all install test test-all demo bench clean help
+.PHONY: all install test test-all demo bench readme clean help
 .DELETE_ON_ERROR:
 
 help:
@@ -36,6 +36,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+readme: $(STAMP)
+	$(BIN)/python scripts/build_readme.py
 
 clean:
 	rm -rf demo-out .pytest_cache

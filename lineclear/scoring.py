@@ -11,7 +11,9 @@ Masking semantics (thesis section 3.4), for every model alike:
 
 A registration validity mask (pixels that came from inside the source frame, eroded
 by ``border_margin`` map pixels along the seam) counts like a mask: it joins the
-inspection mask at the chosen stage, and with ``none`` it is applied after the map.
+inspection mask at the chosen stage (so ``pre`` without an inspection mask still
+hides the registration border from the model), and with ``none`` it is applied
+after the map, like ``post``.
 The pixels that count are written to the maps file's ``/valid``.
 """
 
@@ -127,11 +129,11 @@ def score_arrays(
     """
     if mask_stage not in MASK_STAGES:
         raise UsageError(f"mask stage must be one of {MASK_STAGES}, got {mask_stage!r}")
-    if mask_stage != "none" and roi is None:
-        raise UsageError(f"--mask-stage {mask_stage} needs --mask")
     b, h, w, _ = images.shape
     count = None
-    if roi is not None and mask_stage != "none":
+    if roi is not None:
+        if mask_stage == "none":
+            raise UsageError("an inspection mask was given without a mask stage (pre or post)")
         count = np.broadcast_to(roi, (b, h, w)).copy()
     if valid is not None:
         count = valid.copy() if count is None else (count & valid)

@@ -130,7 +130,7 @@ def test_score_refuses_bad_inputs(tiny_view: Path, tmp_path: Path, toy_model, ca
     assert run_cli(["score", str(run), str(tiny_view / "test"), "--out", str(out), "--mask", str(small)]) == 1
     err = capsys.readouterr().err
     assert "small.png" in err and "5x5" in err and not out.exists()
-    assert run_cli(["score", str(run), str(tiny_view / "test"), "--out", str(out), "--mask-stage", "pre"]) == 2
+    assert run_cli(["score", str(run), str(tiny_view / "test"), "--out", str(out), "--mask-stage", "middle"]) == 2
     bare = tmp_path / "bare.pt"
     torch.save({"w": torch.zeros(1)}, bare)
     assert run_cli(["score", str(bare), str(tiny_view / "test"), "--out", str(out)]) == 1
@@ -139,3 +139,38 @@ def test_score_refuses_bad_inputs(tiny_view: Path, tmp_path: Path, toy_model, ca
     assert run_cli(["train", str(tmp_path / "nope"), "--model", "toy", "--out", str(tmp_path / "r2")]) == 1
     assert run_cli(["train", str(tiny_view), "--model", "toy", "--t-prime", "5", "--out", str(tmp_path / "r3")]) == 2
     assert "does not apply to model toy" in capsys.readouterr().err
+
+
+def test_registration_validity_and_border_margin(tiny_view: Path, tmp_path: Path, toy_model) -> None:
+    from lineclear.formats import write_mask
+
+    run = tmp_path / "run"
+    assert run_cli(["-q", "train", str(tiny_view), "--model", "toy", "--out", str(run)]) == 0
+    # a registered image whose left 8 source columns (of 48) came from outside the frame
+    valid = np.ones((32, 48), bool)
+    valid[:, :8] = False
+    write_mask(tiny_view / "valid" / "test" / "leaflet" / "000_valid.png", valid)
+    out = {}
+    for margin in (0, 2):
+        p = tmp_path / f"m{margin}.h5"
+        assert run_cli(["-q", "score", str(run), str(tiny_view / "test" / "leaflet"), "--out", str(p),
+                        "--border-margin", str(margin)]) == 0
+        with MapsFile(p) as f:
+            assert f.attrs["registered"] == 1 and f.has_valid
+            i = f.image_ids.index("V/test/leaflet/000.png")
+            j = f.image_ids.index("V/test/leaflet/001.png")
+            out[margin] = (f.valid(i), f.map(i), f.valid(j))
+    v0, m0, other = out[0]
+    # 8 of 48 source columns = 4 of 24 map columns are invalid; the map is zero there
+    assert (~v0).sum(axis=1).tolist() == [4] * 16
+    assert (m0[~v0] == 0).all()
+    assert other.all()  # an image without a validity mask counts everywhere
+    v2 = out[2][0]
+    # the margin widens only the seam side, not the image edges
+    assert (~v2).sum(axis=1).tolist() == [6] * 16
+    assert v2[:, -1].all() and v2[0, 10:].all()
+    # --no-valid ignores the masks
+    p = tmp_path / "novalid.h5"
+    assert run_cli(["-q", "score", str(run), str(tiny_view / "test"), "--out", str(p), "--no-valid"]) == 0
+    with MapsFile(p) as f:
+        assert not f.has_valid and f.attrs["registered"] == 0

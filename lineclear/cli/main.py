@@ -81,13 +81,12 @@ def run(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         console.err.print("lineclear: interrupted")
         sys.exit(130)
-    except Exception as exc:  # the click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:
+        # click's (or Typer's vendored click's) usage errors: duck-typed, as Typer may vendor click
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
+        if type(exc).__name__ == "Exit" and hasattr(exc, "exit_code"):
             sys.exit(exc.exit_code)
         if console.state.verbose:
             raise

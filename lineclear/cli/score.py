@@ -56,7 +56,7 @@ def score_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Maps file to write (HDF5, lineclear.maps/1).")] = Path("maps.h5"),
     split: Annotated[str, typer.Option("--split", help="For a view directory input: train, val, test or all.")] = "test",
     mask: MaskPath = None,
-    mask_stage: Annotated[Optional[str], typer.Option("--mask-stage", help="pre (mask before the map) or post (zero the map after); default post when --mask is given.")] = None,
+    mask_stage: Annotated[Optional[str], typer.Option("--mask-stage", help="pre (mask before the map) or post (zero the map after); default post when --mask is given, none otherwise. Registration validity masks join the mask at this stage.")] = None,
     border_margin: Annotated[int, typer.Option("--border-margin", min=0, help="Map pixels along a registration seam that are ignored too.")] = DEFAULT_BORDER_MARGIN,
     use_valid: Annotated[bool, typer.Option("--valid/--no-valid", help="Use registration validity masks (<view>/valid/...) when present.")] = True,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 8,
@@ -74,8 +74,6 @@ def score_command(
     stage = mask_stage or ("post" if mask is not None else "none")
     if stage not in MASK_STAGES:
         raise UsageError(f"--mask-stage must be pre or post, got {mask_stage!r}")
-    if stage != "none" and mask is None:
-        raise UsageError(f"--mask-stage {stage} needs --mask")
     check_writable(out, overwrite)
     ckpt = resolve_checkpoint(checkpoint)
     dev = resolve_device(device)

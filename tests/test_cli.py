@@ -1,0 +1,56 @@
+"""The CLI as a whole: version, help for every command, documentation, error boundary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lineclear import __version__
+from lineclear.cli.main import COMMANDS, app
+from tests.conftest import run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+REGISTERED = sorted(c.name for c in app.registered_commands)
+
+
+def test_version(capsys) -> None:
+    assert run_cli(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"lineclear {__version__}"
+
+
+def test_python_dash_m() -> None:
+    r = subprocess.run([sys.executable, "-m", "lineclear", "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == f"lineclear {__version__}"
+
+
+def test_commands_follow_the_pipeline_order() -> None:
+    assert set(REGISTERED) <= set(COMMANDS)
+    assert {"train", "score"} <= set(REGISTERED)
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_every_command_has_help_and_is_documented(name: str) -> None:
+    result = CliRunner().invoke(app, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    cmd = next(c for c in app.registered_commands if c.name == name)
+    assert (cmd.callback.__doc__ or "").strip(), f"{name} has no help text"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"lineclear {name}" in readme, f"`lineclear {name}` is not documented in README.md"
+
+
+def test_readme_is_assembled_from_fragments() -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_readme.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_unknown_command_is_a_usage_error(capsys) -> None:
+    assert run_cli(["frobnicate"]) == 2
+
+
+def test_readme_first_screen_names_the_two_commands() -> None:
+    first = (ROOT / "README.md").read_text(encoding="utf-8")[:1200]
+    assert "make demo" in first and "make test" in first

@@ -6,6 +6,8 @@ schema                          file                           module
 ``lineclear.maps/1``            anomaly maps, HDF5             :mod:`.maps`
 ``lineclear.thresholds/1``      thresholds, JSON               :mod:`.thresholds`
 ``lineclear.checkpoint/1``      model checkpoint, ``.pt``      :mod:`.checkpoint`
+``lineclear.registration/1``    registration report, JSON      :mod:`.registration`
+``lineclear.metrics/1``         evaluation results, JSON       :mod:`.metrics`
 (PNG, no schema)                masks, uint8 0/255             :mod:`.masks`
 =============================== ============================== ===========================
 
@@ -25,11 +27,15 @@ from lineclear.formats._io import (
 from lineclear.formats.checkpoint import CHECKPOINT_SCHEMA, load_checkpoint, save_checkpoint
 from lineclear.formats.maps import MAPS_SCHEMA, MapsFile, MapsWriter, provenance
 from lineclear.formats.masks import read_mask, resize_mask, write_mask
+from lineclear.formats.metrics import METRICS_SCHEMA, read_metrics, write_metrics
 from lineclear.formats.thresholds import THRESHOLDS_SCHEMA, read_thresholds, write_thresholds
 
 __all__ = [
     "CHECKPOINT_SCHEMA",
     "MAPS_SCHEMA",
+    "METRICS_SCHEMA",
+    "read_metrics",
+    "write_metrics",
     "THRESHOLDS_SCHEMA",
     "MapsFile",
     "MapsWriter",

@@ -82,11 +82,10 @@ class ScoredBatch:
 
 
 def _erode(valid: np.ndarray, margin: int) -> np.ndarray:
-    if margin <= 0:
-        return valid
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
-    # Pixels beyond the image edge count as valid: only the registration seam is eroded.
-    return cv2.erode(valid.astype(np.uint8), k, borderType=cv2.BORDER_CONSTANT, borderValue=1).astype(bool)
+    """The registration seam margin: :func:`lineclear.masking.erode_valid` (image edges are not a seam)."""
+    from lineclear.masking import erode_valid
+
+    return erode_valid(valid, margin)
 
 
 def load_batch(

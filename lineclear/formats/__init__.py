@@ -8,11 +8,16 @@ schema                          file                           module
 ``lineclear.checkpoint/1``      model checkpoint, ``.pt``      :mod:`.checkpoint`
 ``lineclear.registration/1``    registration report, JSON      :mod:`.registration`
 ``lineclear.metrics/1``         evaluation results, JSON       :mod:`.metrics`
+``lineclear.run/1``             run directory config.json      :mod:`.run`
+``lineclear.train_state/1``     resumable training state       :mod:`.checkpoint`
+``lineclear.shifts/1``          synth's true homographies      :mod:`.synth`
+``lineclear.deploy/1``          line bundle manifest, JSON     :mod:`.deploy`
+``lineclear.verdict/1``         line-side verdicts, JSON       :mod:`.verdict`
+(VIA 1/2 CSV and JSON)          annotations from VIA          :mod:`.via`
 (PNG, no schema)                masks, uint8 0/255             :mod:`.masks`
 =============================== ============================== ===========================
 
-Other stages add their own submodule here (registration report, metrics, deploy
-manifest). All writes are atomic and refuse to overwrite without ``overwrite=True``.
+A new file format gets its own submodule here. All writes are atomic and refuse to overwrite without ``overwrite=True``.
 """
 
 from lineclear.formats._io import (

@@ -1,0 +1,119 @@
+"""``lineclear calibrate [VAL_MAPS.h5] --method ksigma``: thresholds from normal validation maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from lineclear.calibrate import DEFAULT_K, DEFAULT_P, METHODS, calibrate
+from lineclear.cli import console
+from lineclear.cli.options import JsonOut, Overwrite
+from lineclear.errors import LineclearError, UsageError
+from lineclear.formats import MapsFile, check_writable, sha256_file, write_thresholds
+
+DEFAULT_VAL_MAPS = Path("val_maps.h5")
+DEFAULT_OUT_NAME = "thresholds.json"
+
+
+def output_paths(maps_path: Path, out: Path | None, methods: list[str], all_methods: bool) -> dict[str, Path]:
+    """Single method: ``--out`` or ``thresholds.json`` beside the maps; ``all``: ``<stem>_<method>.json``."""
+    base = out if out is not None else maps_path.parent / DEFAULT_OUT_NAME
+    if not all_methods:
+        return {methods[0]: base}
+    return {m: base.with_name(f"{base.stem}_{m}{base.suffix or '.json'}") for m in methods}
+
+
+def source_of(maps: MapsFile) -> dict:
+    a = maps.attrs
+    return {
+        "path": str(maps.path.resolve()),
+        "sha256": sha256_file(maps.path),
+        "model": a.get("model"),
+        "view": a.get("view"),
+        "map_size": list(maps.map_size),
+        "mask_stage": a.get("mask_stage"),
+        "registered": a.get("registered"),
+        "checkpoint_sha256": a.get("checkpoint_sha256"),
+        # more of the maps provenance, so the line can score exactly as calibrated
+        "checkpoint": a.get("checkpoint"),
+        "mask": a.get("mask"),
+        "mask_sha256": a.get("mask_sha256"),
+        "border_margin": a.get("border_margin"),
+        "image_size": a.get("image_size"),
+        "dataset_root": a.get("dataset_root"),
+    }
+
+
+def calibrate_command(
+    maps_path: Annotated[Path, typer.Argument(metavar="VAL_MAPS", help="Maps of the normal validation images (lineclear score --split val).")] = DEFAULT_VAL_MAPS,
+    method: Annotated[str, typer.Option("--method", "-m", help="max, quantile, ksigma, or all (writes one file per method).")] = "ksigma",
+    p: Annotated[float, typer.Option("--p", help="Quantile for --method quantile.")] = DEFAULT_P,
+    k: Annotated[float, typer.Option("--k", help="k for --method ksigma (threshold = mean + k * std).")] = DEFAULT_K,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Thresholds file (default: thresholds.json beside VAL_MAPS; with --method all: thresholds_<method>.json).", show_default=False)] = None,
+    json_out: JsonOut = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Compute pixel and image thresholds from the normal images of a validation maps file.
+
+    Pixel threshold: over every valid pixel of the normal validation maps (segmentation).
+    Image threshold: over their image scores (classification). max = highest value;
+    quantile = p-quantile; ksigma = mean + k*std. Anomalous validation images are left out.
+    """
+    if method not in (*METHODS, "all"):
+        raise UsageError(f"--method must be one of {', '.join(METHODS)} or all, got {method!r}")
+    methods = list(METHODS) if method == "all" else [method]
+    outs = output_paths(maps_path, out, methods, method == "all")
+    for path in outs.values():
+        check_writable(path, overwrite)
+    with MapsFile(maps_path) as maps:
+        labels = maps.labels
+        normal = labels != 1
+        if (labels == 1).any():
+            console.warn(f"{maps_path}: {int((labels == 1).sum())} anomalous image(s) among the validation maps; "
+                         "using the normal ones only")
+        if (labels == -1).any():
+            console.note(f"{int((labels == -1).sum())} validation image(s) with unknown label assumed normal")
+        if not normal.any():
+            raise LineclearError(f"{maps_path}: no normal image among {len(labels)} validation maps; cannot calibrate")
+
+        def pixels():
+            for sl, m, valid in maps.iter_batches(16):
+                if not np.all(np.isfinite(m)):
+                    j = sl.start + int(np.flatnonzero(~np.isfinite(m).reshape(len(m), -1).all(1))[0])
+                    raise LineclearError(f"{maps_path}: anomaly map of {maps.image_ids[j]} contains NaN or infinite values")
+                sel = normal[sl]
+                yield m[sel][valid[sel]]
+
+        if not np.all(np.isfinite(maps.scores[normal])):
+            raise LineclearError(f"{maps_path}: image scores contain NaN or infinite values")
+        try:
+            results = calibrate(pixels, maps.scores[normal], methods, p=p, k=k)
+        except LineclearError as exc:
+            if str(exc).startswith(str(maps_path)):
+                raise
+            raise LineclearError(f"{maps_path}: {exc}") from None
+        source = source_of(maps)
+    docs = {}
+    for m, doc in results.items():
+        doc = {**doc, "source": source}
+        write_thresholds(outs[m], doc, overwrite=overwrite)
+        docs[m] = doc
+    table = Table(title=f"thresholds from {maps_path} ({int(normal.sum())} normal images)")
+    for col in ("method", "pixel threshold", "image threshold", "file"):
+        table.add_column(col)
+    for m, doc in docs.items():
+        table.add_row(m, f"{doc['pixel']['threshold']:.6g}", f"{doc['image']['threshold']:.6g}", str(outs[m]))
+    console.err.print(table)
+    if json_out:
+        console.print_json({m: {"path": str(outs[m]), **d} for m, d in docs.items()})
+    else:
+        for m in docs:
+            typer.echo(str(outs[m]))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate_command)

@@ -1,0 +1,115 @@
+"""``lineclear evaluate [TEST_MAPS.h5] --thresholds thresholds.json --out REPORT_DIR``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+from rich.table import Table
+
+from lineclear.cli import console
+from lineclear.cli.options import JsonOut, Overwrite
+from lineclear.errors import LineclearError, OutputExistsError
+from lineclear.evaluate import GroundTruth, evaluate
+from lineclear.formats import MapsFile, read_thresholds, sha256_file
+from lineclear.report.build import OUTPUTS, render_overlays, write_report_dir
+from lineclear.report.plots import all_curves
+from lineclear.report.tables import pct
+
+DEFAULT_TEST_MAPS = Path("test_maps.h5")
+DEFAULT_THRESHOLDS = ("thresholds.json", "thresholds_max.json", "thresholds_ksigma.json", "thresholds_quantile.json")
+DEFAULT_REPORT = "report"
+
+
+def default_thresholds(maps_path: Path) -> list[Path]:
+    found = [maps_path.parent / n for n in DEFAULT_THRESHOLDS if (maps_path.parent / n).is_file()]
+    if not found:
+        raise LineclearError(
+            f"no thresholds given and none of {', '.join(DEFAULT_THRESHOLDS)} beside {maps_path} "
+            "(run lineclear calibrate, or pass --thresholds FILE)"
+        )
+    return found
+
+
+def metrics_table(doc: dict) -> Table:
+    t = Table(title=f"{doc['source'].get('model') or ''} · view {doc['source'].get('view') or '?'} · {doc['config_name']}")
+    t.add_column("metric")
+    for e in doc["thresholds"]:
+        best = " (best)" if e is doc["thresholds"][doc["best"]["index"]] else ""
+        t.add_column(f"{e['method']}{best}", justify="right")
+    n = len(doc["thresholds"])
+    free = [("image AUROC", doc["image"]["auroc"]), ("pixel AUROC", doc["pixel"]["auroc"]),
+            ("AUPRO@0.3", doc["pixel"]["aupro"]), ("pixel AP", doc["pixel"]["ap"])]
+    for name, v in free:
+        t.add_row(name, *[pct(v)] * n)
+    rows = [("image threshold", lambda e: f"{e['image']['threshold']:.5g}" if e['image'].get('threshold') is not None else "–"),
+            ("accuracy", lambda e: pct(e["image"].get("accuracy"))),
+            ("precision", lambda e: pct(e["image"].get("precision"))),
+            ("recall", lambda e: pct(e["image"].get("recall"))),
+            ("F1", lambda e: pct(e["image"].get("f1"))),
+            ("TP/FP/TN/FN", lambda e: "/".join(str(e["image"].get(k, "–")) for k in ("tp", "fp", "tn", "fn"))),
+            ("pixel threshold", lambda e: f"{e['pixel']['threshold']:.5g}" if e['pixel'].get('threshold') is not None else "–"),
+            ("IoU", lambda e: pct(e["pixel"].get("iou"))),
+            ("pixel FPR", lambda e: pct(e["pixel"].get("fpr"), 2))]
+    for name, f in rows:
+        t.add_row(name, *[f(e) for e in doc["thresholds"]])
+    return t
+
+
+def evaluate_command(
+    maps_path: Annotated[Path, typer.Argument(metavar="TEST_MAPS", help="Maps of the test images (lineclear score --split test).")] = DEFAULT_TEST_MAPS,
+    thresholds: Annotated[Optional[List[Path]], typer.Option("--thresholds", "-t", help="Thresholds file(s); repeat to compare methods (default: thresholds*.json beside TEST_MAPS).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report directory (default: report/ beside TEST_MAPS).", show_default=False)] = None,
+    gt: Annotated[Optional[Path], typer.Option("--gt", help="Ground-truth folder laid out like a view's ground_truth/ (<defect>/<stem>_mask.png) (default: <dataset_root>/<view>/ground_truth).", file_okay=False, show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Configuration name for comparison tables (default: from the maps provenance, e.g. PO+M+R).", show_default=False)] = None,
+    max_overlays: Annotated[int, typer.Option("--max-overlays", min=0, help="Per-image overlays to draw, worst first.")] = 24,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Maps read per batch.")] = 8,
+    json_out: JsonOut = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Metrics, curves, overlays and report.html for a test maps file.
+
+    Image AUROC; pixel AUROC, AUPRO@0.3 (as the official MVTec AD evaluation), pixel AP
+    (valid pixels only); IoU over the anomalous images and accuracy/precision/recall/F1 at
+    each thresholds file. The best thresholds file (thesis 5.6, chosen on the test labels)
+    gives the summary, the overlays and the verdicts.
+    """
+    report_dir = out if out is not None else maps_path.parent / DEFAULT_REPORT
+    existing = [n for n in OUTPUTS if (report_dir / n).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"{report_dir}: already holds a report ({', '.join(existing)}); use --overwrite to replace it")
+    paths = list(thresholds) if thresholds else default_thresholds(maps_path)
+    docs = []
+    for p in paths:
+        d = read_thresholds(p)
+        d["path"] = str(p)
+        docs.append(d)
+    with MapsFile(maps_path) as maps:
+        truth = GroundTruth(maps.attrs.get("dataset_root"), gt, maps.attrs.get("image_size"))
+        progress = console.rich_progress()
+        doc = evaluate(maps, docs, truth, batch=batch_size, progress=progress)
+        doc["source"]["path"] = str(maps_path.resolve())
+        doc["source"]["sha256"] = sha256_file(maps_path)
+        doc["source"]["gt"] = truth.describe()
+        if name:
+            doc["config_name"] = name
+        for n in doc["notes"]:
+            if ": computed " in n:
+                console.warn(n)
+        curves = all_curves(doc)
+        overlays, notes = render_overlays(doc, maps, truth, max_overlays, progress)
+    doc["notes"] += notes
+    for n in notes:
+        console.note(n)
+    doc = write_report_dir(report_dir, doc, curves, overlays, overwrite=overwrite)
+    console.err.print(metrics_table(doc))
+    console.note(f"best threshold: {doc['best']['method']} (chosen on the test labels); report: {report_dir / 'report.html'}")
+    if json_out:
+        console.print_json({k: v for k, v in doc.items() if k not in ("images", "curves")})
+    else:
+        typer.echo(str(report_dir / "metrics.json"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate_command)

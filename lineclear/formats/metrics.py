@@ -1,0 +1,84 @@
+"""Evaluation results: JSON, schema ``lineclear.metrics/1`` (``REPORT_DIR/metrics.json``).
+
+==================== ====================================================================
+key                  meaning
+==================== ====================================================================
+schema               ``lineclear.metrics/1``
+config_name          column label for comparison tables, e.g. ``PO+M+R`` (from the maps
+                     provenance, or ``--name``)
+source               the test maps: path (absolute), sha256, model, view, checkpoint(_sha256), map_size,
+                     mask_stage, mask, registered, dataset_root, gt (ground-truth source)
+counts               images, normal, anomalous, excluded (label unknown)
+image                threshold-free image metrics: auroc, ap
+pixel                threshold-free pixel metrics over valid pixels: auroc, aupro,
+                     pro_limit, ap, n_pos, n_neg, n_regions
+thresholds           one entry per thresholds file: method, params, path, image{threshold,
+                     tp, fp, tn, fn, accuracy, precision, recall, f1, specificity},
+                     pixel{threshold, iou, iou_mean_per_image, tpr, fpr, precision, f1}
+best                 method chosen as thesis 5.6 does (highest image accuracy; ties: max,
+                     then ksigma, then quantile), rule, chosen_on = "test labels"
+summary              the thesis table's figures at the best threshold: auroc_image,
+                     auroc_pixel, aupro, ap, iou, accuracy (fractions in [0,1] or null),
+                     method
+curves               downsampled curves {x, y, x_label, y_label}: image_roc, pixel_roc,
+                     pixel_pr, pro, iou
+images               per image at the best threshold: id, label, score, verdict, correct,
+                     max, valid_pixels, gt_pixels, predicted_pixels, iou, overlay
+notes                why a metric is null, excluded images, provenance warnings
+files                report, curves and overlays written beside metrics.json
+lineclear_version    version that wrote it; ``created_utc`` when
+==================== ====================================================================
+
+Every undefined metric is ``null`` (JSON has no NaN) and ``notes`` says why.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from lineclear import __version__
+from lineclear.errors import FormatError
+from lineclear.formats._io import read_json, write_json
+
+METRICS_SCHEMA = "lineclear.metrics/1"
+SUMMARY_KEYS = ("auroc_image", "auroc_pixel", "aupro", "ap", "iou", "accuracy")
+
+
+def write_metrics(path: str | os.PathLike, doc: dict[str, Any], overwrite: bool = False) -> Path:
+    """Validate ``doc`` and write it atomically (refuses an existing file unless ``overwrite``)."""
+    doc = dict(doc)
+    doc.setdefault("lineclear_version", __version__)
+    doc.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    validate_metrics(Path(path), {"schema": METRICS_SCHEMA, **doc})
+    return write_json(path, doc, METRICS_SCHEMA, overwrite)
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
+    doc = read_json(path, METRICS_SCHEMA)
+    validate_metrics(Path(path), doc)
+    return doc
+
+
+def validate_metrics(path: Path, doc: dict[str, Any]) -> None:
+    if not isinstance(doc.get("config_name"), str):
+        raise FormatError(f"{path}: missing 'config_name'")
+    summary = doc.get("summary")
+    if not isinstance(summary, dict):
+        raise FormatError(f"{path}: missing 'summary'")
+    for key in SUMMARY_KEYS:
+        if key not in summary:
+            raise FormatError(f"{path}: 'summary.{key}' is missing")
+        v = summary[key]
+        if v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v) or not -1e-9 <= v <= 1 + 1e-9):
+            raise FormatError(f"{path}: 'summary.{key}' must be a fraction in [0, 1] or null, found {v!r}")
+    for key in ("source", "image", "pixel", "best"):
+        if not isinstance(doc.get(key), dict):
+            raise FormatError(f"{path}: missing '{key}'")
+    if not isinstance(doc.get("thresholds"), list):
+        raise FormatError(f"{path}: 'thresholds' must be a list")
+    if not isinstance(doc.get("images", []), list):
+        raise FormatError(f"{path}: 'images' must be a list")

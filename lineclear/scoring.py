@@ -10,10 +10,10 @@ Masking semantics (thesis section 3.4), for every model alike:
 * ``mask_stage="none"``: no inspection mask.
 
 A registration validity mask (pixels that came from inside the source frame, eroded
-by ``border_margin`` map pixels along the seam) counts like a mask: it joins the
-inspection mask at the chosen stage (so ``pre`` without an inspection mask still
-hides the registration border from the model), and with ``none`` it is applied
-after the map, like ``post``.
+by ``border_margin`` map pixels along the seam) is always a *pre*-mask: those pixels
+are not data, and the fill of a warped image would otherwise reach the features
+through their receptive field (measured on patchcore: mean image AUROC 0.84 with the
+validity mask applied after the map, 0.99 before it). The map is also zero there.
 The pixels that count are written to the maps file's ``/valid``.
 """
 
@@ -129,30 +129,33 @@ def score_arrays(
     if mask_stage not in MASK_STAGES:
         raise UsageError(f"mask stage must be one of {MASK_STAGES}, got {mask_stage!r}")
     b, h, w, _ = images.shape
-    count = None
-    if roi is not None:
-        if mask_stage == "none":
-            raise UsageError("an inspection mask was given without a mask stage (pre or post)")
-        count = np.broadcast_to(roi, (b, h, w)).copy()
-    if valid is not None:
-        count = valid.copy() if count is None else (count & valid)
+    if roi is not None and mask_stage == "none":
+        raise UsageError("an inspection mask was given without a mask stage (pre or post)")
+    roi_b = np.broadcast_to(roi, (b, h, w)) if roi is not None else None
+    # Pixels that came from outside the camera frame are not data: every model gets them as a
+    # pre-mask, whatever the stage of the inspection mask (the black fill would otherwise reach
+    # the features through their receptive field and raise false alarms along the seam).
+    pre = valid
+    if roi_b is not None and mask_stage == "pre":
+        pre = roi_b.copy() if pre is None else (pre & roi_b)
+    count = valid
+    if roi_b is not None:
+        count = roi_b.copy() if count is None else (count & roi_b)
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
     dev_type = torch.device(device).type
     ctx = torch.autocast(dev_type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    pre = count is not None and mask_stage == "pre"
     with ctx:
-        if pre:
-            m = torch.from_numpy(count[:, None].astype(np.float32)).to(device)
-            out = model(x, m)
+        if pre is not None:
+            out = model(x, torch.from_numpy(pre[:, None].astype(np.float32)).to(device))
         else:
             out = model(x)
     amap = out.anomaly_map.float()
     score = out.score.float()
     if count is not None:
         m = torch.from_numpy(count.astype(np.float32)).to(amap.device)
-        amap = amap * m  # pre: the model already zeroed it; this is a guarantee, not a change
-        if not pre:
-            # post stage, or the validity mask alone: zero the map, recompute the score from it
+        amap = amap * m
+        if pre is None or not np.array_equal(pre, count):
+            # post stage: zero the map outside the mask, recompute the score from what is left
             score = model.image_score(amap).float()
     maps = amap.cpu().numpy().astype(np.float32)
     if maps.shape[1:] != (h, w):

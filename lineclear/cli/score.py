@@ -17,7 +17,7 @@ from lineclear.formats import MapsWriter, check_writable, provenance, read_mask,
 from lineclear.images import image_size
 from lineclear.scoring import MASK_STAGES, load_model, resolve_checkpoint, score_paths
 
-DEFAULT_BORDER_MARGIN = 4
+DEFAULT_BORDER_MARGIN = 8  # measured on synth (docs/readme/40-models-cpu.md)
 
 
 def collect_inputs(inputs: list[Path], split: str, meta: dict) -> tuple[list[Path], Path]:
@@ -53,7 +53,7 @@ def collect_inputs(inputs: list[Path], split: str, meta: dict) -> tuple[list[Pat
 def score_command(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt, or a run directory holding one.", show_default=False)],
     inputs: Annotated[List[Path], typer.Argument(help="Images, folders, or view directories (see --split).", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Maps file to write (HDF5, lineclear.maps/1).")] = Path("maps.h5"),
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Maps file to write (HDF5, lineclear.maps/1) [default: <split>_maps.h5, the names calibrate and evaluate look for].", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="For a view directory input: train, val, test or all.")] = "test",
     mask: MaskPath = None,
     mask_stage: Annotated[Optional[str], typer.Option("--mask-stage", help="pre (mask before the map) or post (zero the map after); default post when --mask is given, none otherwise. Registration validity masks join the mask at this stage.")] = None,
@@ -71,6 +71,7 @@ def score_command(
     """
     if split not in ("train", "val", "test", "all"):
         raise UsageError(f"--split must be train, val, test or all, got {split!r}")
+    out = Path(out) if out is not None else Path(f"{split}_maps.h5")
     stage = mask_stage or ("post" if mask is not None else "none")
     if stage not in MASK_STAGES:
         raise UsageError(f"--mask-stage must be pre or post, got {mask_stage!r}")

@@ -10,8 +10,9 @@ pixel.threshold      segmentation threshold on anomaly-map values (valid pixels)
 pixel.stats          statistics it came from (count, mean, std, min, max, quantile)
 image.threshold      classification threshold on image scores
 image.stats          statistics it came from
-source               maps file it was computed on: path, sha256, model, view,
-                     map_size, mask_stage, registered, checkpoint_sha256
+source               maps file it was computed on: path, sha256, and its provenance:
+                     model, view, map_size, image_size, mask_stage, mask, mask_sha256,
+                     registered, border_margin, checkpoint, checkpoint_sha256, dataset_root
 lineclear_version    version that wrote it; ``created_utc`` when
 ==================== ============================================================
 """

@@ -1,0 +1,258 @@
+"""PatchCore: search oracles, bank round trip, masking, coreset, errors, train → score."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lineclear.errors import LineclearError, UsageError
+from lineclear.formats import MapsFile, load_checkpoint, save_checkpoint
+from lineclear.models import get_model
+from lineclear.models.base import resolve_config
+from lineclear.models.patchcore import build, fit, greedy_coreset
+from lineclear.models.patchcore.fit import valid_cells
+from lineclear.models.patchcore.search import dense_bank, global_nn, positional_nn
+from tests.conftest import run_cli
+
+SIZE = (64, 96)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # small tensors: one intra-op thread is faster, and much faster on a loaded shared machine
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _scenes(n: int, seed: int = 0, size=SIZE) -> torch.Tensor:
+    """A fixed 'machine' (stripes and blobs) with small noise and brightness changes: (n,3,H,W)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    base = 0.45 + 0.2 * torch.sin(xx / 4.0) * torch.cos(yy / 6.0)
+    base = torch.stack([base, base * 0.9, 0.3 + 0.2 * torch.cos(xx / 9.0)])
+    out = []
+    for _ in range(n):
+        gain = 1 + 0.03 * torch.randn(1, generator=g)
+        out.append((base * gain + 0.01 * torch.randn(3, h, w, generator=g)).clamp(0, 1))
+    return torch.stack(out)
+
+
+def _model(**overrides):
+    cfg = resolve_config(get_model("patchcore"), "fast", {"image_size": SIZE, **overrides})
+    return build(cfg, True).eval(), cfg
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    model, cfg = _model()
+    info = fit(model, _scenes(4))
+    return model, cfg, info
+
+
+# ---------------------------------------------------------------- search oracles
+def _brute(test: torch.Tensor, bank: torch.Tensor, pos: torch.Tensor, radius: int | None) -> torch.Tensor:
+    """Independent oracle: explicit loops over test cells, torch.cdist, masks by position."""
+    b, hg, wg, c = test.shape
+    out = torch.empty(b, hg, wg)
+    for i in range(hg):
+        for j in range(wg):
+            sel = torch.ones(len(bank), dtype=torch.bool)
+            if radius is not None:
+                sel = ((pos[:, 0] - i).abs() <= radius) & ((pos[:, 1] - j).abs() <= radius)
+            d = torch.cdist(test[:, i, j].double(), bank[sel].double())
+            out[:, i, j] = d.min(1).values.float() if sel.any() else float("inf")
+    return out
+
+
+def _random_bank(seed=0, hg=5, wg=7, n=3, c=6, drop=0.3):
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.stack(torch.meshgrid(torch.arange(hg), torch.arange(wg), indexing="ij"), -1).reshape(-1, 2).repeat(n, 1)
+    bank = torch.randn(len(pos), c, generator=g)
+    keep = torch.rand(len(pos), generator=g) > drop  # uneven cells, as after a coreset
+    return bank[keep], pos[keep], torch.randn(2, hg, wg, c, generator=g)
+
+
+def test_position_radius_covering_the_grid_equals_global_search():
+    bank, pos, test = _random_bank()
+    dense = dense_bank(bank, pos, (5, 7))
+    full = positional_nn(test, *dense, radius=7).sqrt()
+    glob = global_nn(test.reshape(-1, 6), bank).sqrt().view(2, 5, 7)
+    assert torch.allclose(full, glob, atol=1e-4)
+    assert torch.allclose(glob, _brute(test, bank, pos, None), atol=1e-4)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_positional_search_matches_brute_force(radius):
+    bank, pos, test = _random_bank(seed=radius + 1)
+    got = positional_nn(test, *dense_bank(bank, pos, (5, 7)), radius=radius).sqrt()
+    want = _brute(test, bank, pos, radius)
+    finite = torch.isfinite(want)
+    assert torch.equal(torch.isfinite(got), finite)
+    assert torch.allclose(got[finite], want[finite], atol=1e-4)
+
+
+def test_global_search_in_small_blocks_equals_one_block():
+    bank, _, test = _random_bank(c=16)
+    t = test.reshape(-1, 16)
+    assert torch.allclose(global_nn(t, bank, block_mb=1e-4), global_nn(t, bank), atol=1e-5)
+
+
+def test_model_radius_none_and_whole_grid_agree(fitted):
+    model, cfg, _ = fitted
+    x = _scenes(2, seed=5)
+    x[1, :, 20:34, 30:50] = torch.tensor([0.9, 0.1, 0.1]).view(3, 1, 1)
+    feats = model.embed(x)
+    old = model.radius
+    try:
+        model.radius = None
+        a = model.patch_distances(feats)
+        model.radius = 100
+        model.block_mb = 64.0
+        b = model.patch_distances(feats)
+        model._dense = None
+        d2 = positional_nn(feats.permute(0, 2, 3, 1), *dense_bank(model.bank, model.bank_pos, tuple(model.grid.tolist())), 100)
+        assert torch.allclose(a, b) and torch.allclose(a, d2.sqrt(), atol=1e-3)
+    finally:
+        model.radius = old
+
+
+# ---------------------------------------------------------------- the model
+def test_fit_and_score_find_a_pasted_object(fitted):
+    model, cfg, info = fitted
+    assert info["grid"] == [8, 12] and info["patches"] == info["kept"] == 4 * 8 * 12
+    assert info["dims"] == 40 + 112  # lite0 stages of stride 8 and 16
+    x = _scenes(2, seed=7)
+    x[1, :, 20:34, 30:50] = torch.tensor([0.9, 0.1, 0.1]).view(3, 1, 1)
+    with torch.no_grad():
+        out = model(x)
+    assert out.anomaly_map.shape == (2, *SIZE) and out.score.shape == (2,)
+    assert torch.allclose(out.score, out.anomaly_map.flatten(1).amax(1))
+    assert out.score[1] > 2 * out.score[0]
+    peak = np.unravel_index(int(out.anomaly_map[1].argmax()), SIZE)
+    assert 12 <= peak[0] <= 42 and 22 <= peak[1] <= 58
+
+
+def test_bank_round_trip_through_a_checkpoint(fitted, tmp_path):
+    model, cfg, _ = fitted
+    path = save_checkpoint(tmp_path / "model.pt", model.state_dict(), {"model": "patchcore", "config": cfg.to_dict()})
+    sd, meta = load_checkpoint(path)
+    assert sd["bank"].shape == (4 * 8 * 12, 152) and sd["bank_pos"].dtype == torch.int32
+    fresh = get_model("patchcore").build(resolve_config(get_model("patchcore"), "fast", meta["config"]), False)
+    assert fresh.bank.shape[0] == 0  # a different size before loading: the checkpoint decides
+    fresh.load_state_dict(sd, strict=True)
+    fresh.eval()
+    x = _scenes(2, seed=3)
+    with torch.no_grad():
+        assert torch.equal(fresh(x).anomaly_map, model(x).anomaly_map)
+    assert torch.equal(fresh.bank, model.bank) and torch.equal(fresh.mean_image, model.mean_image)
+
+
+def test_pre_masking_hides_the_masked_region(fitted):
+    model, _, _ = fitted
+    x = _scenes(1, seed=9).repeat(2, 1, 1, 1)
+    x[1, :, 5:30, 5:40] = torch.tensor([0.0, 0.9, 0.0]).view(3, 1, 1)  # product only inside the hidden area
+    mask = torch.ones(2, 1, *SIZE)
+    mask[:, :, 0:32, 0:48] = 0
+    with torch.no_grad():
+        out = model(x, mask)
+    assert torch.allclose(out.anomaly_map[0], out.anomaly_map[1], atol=1e-5)
+    assert out.anomaly_map[:, :32, :48].abs().max() == 0
+
+
+def test_invalid_registration_pixels_stay_out_of_the_bank():
+    valid = torch.ones(3, 1, *SIZE)
+    valid[:, :, :, :40] = 0  # left of x=40 came from outside the frame
+    cells = valid_cells(valid, (8, 12), 3)
+    # cells cover 8 px columns: 0..4 touch x<40 (cell 4 = 32..39), the 3x3 neighbourhood also drops 5
+    assert not cells[:, :, :6].any() and cells[:, 1:-1, 6:].all()
+    model, _ = _model()
+    info = fit(model, _scenes(3), valid)
+    assert info["invalid_patches"] > 0 and int(model.bank_pos[:, 1].min()) >= 6
+    x = _scenes(1, seed=4)
+    with torch.no_grad():  # left cells have no bank patch within the radius: global fallback, finite map
+        assert torch.isfinite(model(x).anomaly_map).all()
+
+
+def test_greedy_coreset_covers_better_than_random():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(20, 32, generator=g) * 10
+    x = (centres[torch.randint(20, (2000,), generator=g)] + torch.randn(2000, 32, generator=g)).contiguous()
+    idx = greedy_coreset(x, 20, proj_dim=16, seed=0)
+    assert len(set(idx.tolist())) == 20
+    assert torch.equal(idx, greedy_coreset(x, 20, proj_dim=16, seed=0))
+    cover = torch.cdist(x, x[idx]).min(1).values.max()
+    rand = torch.cdist(x, x[torch.randperm(2000, generator=g)[:20]]).min(1).values.max()
+    assert cover < 0.5 * rand
+
+
+def test_coreset_ratio_shrinks_the_bank():
+    model, cfg = _model(coreset_ratio=0.25)
+    info = fit(model, _scenes(3))
+    assert info["kept"] == round(0.25 * info["patches"]) and model.bank.shape[0] == info["kept"]
+    with torch.no_grad():
+        assert torch.isfinite(model(_scenes(1, seed=2)).anomaly_map).all()
+
+
+def test_fewer_than_two_images_is_one_clear_error():
+    model, _ = _model()
+    with pytest.raises(LineclearError, match="at least 2 training images, got 1"):
+        fit(model, _scenes(1))
+
+
+def test_bank_too_large_names_coreset_ratio():
+    model, _ = _model(max_bank_mb=0.01)
+    with pytest.raises(LineclearError, match=r"memory bank would need .* --coreset-ratio"):
+        fit(model, _scenes(3))
+
+
+def test_bad_settings_are_usage_errors():
+    entry = get_model("patchcore")
+    with pytest.raises(UsageError, match="position-radius"):
+        resolve_config(entry, "fast", {"position_radius": "near"})
+    with pytest.raises(UsageError, match="coreset-ratio"):
+        resolve_config(entry, "fast", {"coreset_ratio": 0})
+    assert resolve_config(entry, "paper").position_radius == "none"
+
+
+def test_other_image_size_is_resized_with_a_note(fitted, caplog):
+    model, _, _ = fitted
+    model._warned_resize = False
+    with caplog.at_level(logging.WARNING, logger="lineclear.patchcore"), torch.no_grad():
+        out = model(_scenes(1, size=(48, 72)))
+    assert out.anomaly_map.shape == (1, 48, 72) and "resized to the fitted 96x64" in caplog.text
+
+
+def test_train_then_score_cli(tiny_view: Path, tmp_path: Path, capsys):
+    run = tmp_path / "run"
+    assert run_cli(["-q", "train", str(tiny_view), "--model", "patchcore", "--preset", "demo",
+                    "--image-size", "64x96", "--out", str(run), "--device", "cpu"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["model"] == "patchcore" and res["train_images"] == 5
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["event"] == "fit" and log[0]["patches"] == 5 * 8 * 12
+    out = tmp_path / "maps.h5"
+    assert run_cli(["-q", "score", str(run), str(tiny_view), "--out", str(out), "--device", "cpu"]) == 0
+    with MapsFile(out) as f:
+        assert len(f) == 4 and f.map_size == SIZE and f.attrs["model"] == "patchcore"
+        scores = dict(zip(f.image_ids, f.scores))
+    assert min(scores["V/test/leaflet/000.png"], scores["V/test/leaflet/001.png"]) > max(
+        scores["V/test/good/000.png"], scores["V/test/good/001.png"])
+
+
+def test_single_training_image_cli_fails_cleanly(tiny_view: Path, tmp_path: Path, capsys):
+    for p in sorted((tiny_view / "train" / "good").glob("*.png"))[1:]:
+        p.unlink()
+    run = tmp_path / "run1"
+    code = run_cli(["-q", "train", str(tiny_view), "--model", "patchcore", "--preset", "demo",
+                    "--image-size", "64x96", "--val-fraction", "0", "--out", str(run), "--device", "cpu"])
+    assert code == 1
+    assert "at least 2 training images" in capsys.readouterr().err
+    assert not (run / "model.pt").exists()

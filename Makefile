@@ -32,7 +32,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(MAKE) -C examples demo LINECLEAR=$(abspath $(BIN))/lineclear PYTHON=$(abspath $(BIN))/python
+	$(MAKE) --no-print-directory -C examples demo OUT=$(CURDIR)/demo-out LINECLEAR=$(abspath $(BIN))/lineclear PYTHON=$(abspath $(BIN))/python
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

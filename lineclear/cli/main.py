@@ -67,7 +67,10 @@ _load_commands()
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point with the error boundary (exit 1 domain, 2 usage, 130 Ctrl-C)."""
     try:
-        app(args=argv, prog_name="lineclear", standalone_mode=False)
+        rc = app(args=argv, prog_name="lineclear", standalone_mode=False)
+        # outside standalone mode click returns the code of a typer.Exit instead of raising it
+        if isinstance(rc, int) and rc != 0:
+            sys.exit(rc)
     except LineclearError as exc:
         if console.state.verbose:
             traceback.print_exc()

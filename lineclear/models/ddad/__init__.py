@@ -1,0 +1,49 @@
+"""DDAD: anomaly detection with conditioned denoising diffusion models (Mousakhan et al. 2023).
+
+See README.md in this folder for the method, the presets and every deviation from the
+reference code.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lineclear.models.base import ModelEntry
+from lineclear.models.ddad.config import PRESETS, DdadConfig, validate
+from lineclear.models.ddad.model import DdadModel
+from lineclear.models.ddad.train import train
+
+
+def build(cfg: DdadConfig, pretrained: bool = True) -> DdadModel:
+    """The untrained model. ``pretrained=False`` (a checkpoint follows) looks for no weights."""
+    from lineclear.models.backbones import create_feature_extractor
+
+    validate(cfg)
+    if pretrained:
+        fe = create_feature_extractor(cfg.backbone, weights=cfg.backbone_weights, out_indices=tuple(cfg.feature_layers))
+    else:
+        # random weights are only a placeholder here: the checkpoint's state dict replaces
+        # them, so the backbone module's "random weights" warning would be misleading
+        blog = logging.getLogger("lineclear.backbones")
+        level = blog.level
+        blog.setLevel(logging.ERROR)
+        try:
+            fe = create_feature_extractor(cfg.backbone, weights="none", out_indices=tuple(cfg.feature_layers))
+        finally:
+            blog.setLevel(level)
+    return DdadModel(cfg, fe)
+
+
+ENTRY = ModelEntry(
+    name="ddad",
+    summary="conditioned diffusion reconstruction + feature distance (Mousakhan et al. 2023)",
+    config_cls=DdadConfig,
+    presets=PRESETS,
+    build=build,
+    train=train,
+    notes={
+        "pre-masking": "input and reconstruction are masked before both distances and the normalisation",
+    },
+)
+
+__all__ = ["ENTRY", "DdadConfig", "DdadModel", "build", "train"]

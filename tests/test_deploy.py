@@ -1,0 +1,251 @@
+"""``lineclear deploy``: bundles, the manifest (lineclear.deploy/1) and its hashes.
+
+Also holds the helpers the check tests share: a toy model registered for the test (anomaly map =
+|image − mean training image|), views of textured scenes that ORB can register, and runs whose
+thresholds carry the provenance `lineclear calibrate` records.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lineclear.errors import FormatError
+from lineclear.formats import MapsFile, read_mask, sha256_file, write_mask, write_thresholds
+from lineclear.formats.deploy import read_manifest, verify_files, view_problems
+from lineclear.images import write_image
+from lineclear.models import MODELS
+from lineclear.models.base import AnomalyModel, AnomalyOutput, BaseConfig, ModelEntry
+from tests.conftest import run_cli
+
+H, W = 192, 256  # camera frame of the test views
+MAP = (48, 64)  # the toy model's map size
+
+
+# -- helpers shared with the check tests ----------------------------------------------------------------------
+
+
+@dataclass
+class ToyConfig(BaseConfig):
+    image_size: tuple[int, int] = MAP
+    epochs: int = 1
+
+
+class ToyModel(AnomalyModel):
+    def __init__(self, cfg: ToyConfig) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(3, *cfg.image_size))
+
+    def forward(self, images, mask=None):
+        x, ref = images, self.mean.expand_as(images)
+        if mask is not None:
+            x, ref = x * mask, ref * mask
+        amap = (x - ref).abs().mean(1)
+        if mask is not None:
+            amap = amap * mask[:, 0]
+        return AnomalyOutput(amap, self.image_score(amap))
+
+
+def _train(model: ToyModel, session) -> None:
+    model.mean.copy_(session.images.mean(0))
+
+
+@pytest.fixture(scope="module")
+def toy_model():
+    MODELS["toyline"] = ModelEntry("toyline", "test model", ToyConfig, {"fast": {}, "paper": {}, "demo": {}},
+                                   lambda cfg, pretrained: ToyModel(cfg), _train)
+    yield "toyline"
+    MODELS.pop("toyline", None)
+
+
+def make_scene(seed: int, h: int = H, w: int = W) -> np.ndarray:
+    """A textured machine interior: blurred rectangles and discs (float32 (h,w,3) in [0,1])."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 0.25, np.float32)
+    for _ in range(60):
+        c = rng.uniform(0.05, 0.8, 3).tolist()
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        if rng.random() < 0.5:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(5, 40)), y + int(rng.integers(5, 40))), c, -1)
+        else:
+            cv2.circle(img, (x, y), int(rng.integers(3, 18)), c, -1)
+    return cv2.GaussianBlur(img, (0, 0), 1.5)
+
+
+def noisy(img: np.ndarray, seed: int, sigma: float = 0.004) -> np.ndarray:
+    return np.clip(img + np.random.default_rng(seed).normal(0, sigma, img.shape), 0, 1).astype(np.float32)
+
+
+def shift(img: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """The camera moved: the scene seen through image→reference transform T (reference = img)."""
+    return cv2.warpPerspective(img, np.linalg.inv(T), (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+
+
+def make_view(root: Path, name: str, seed: int, n_train: int = 5, roi: bool = False) -> Path:
+    view = root / name
+    base = make_scene(seed)
+    for i in range(n_train):
+        write_image(view / "train" / "good" / f"{i:03d}.png", noisy(base, 100 * seed + i))
+    write_image(view / "test" / "good" / "000.png", noisy(base, 100 * seed + 50))
+    write_image(view / "reference.png", base)
+    if roi:
+        m = np.ones((H, W), bool)
+        m[:, W - 40:] = False  # the right edge shows moving mechanics: ignored
+        write_mask(view / "roi.png", m)
+    return view
+
+
+def make_run(view: Path, run: Path, model: str, mask_stage: str = "none", image_thr: float = 0.2,
+             pixel_thr: float = 0.12) -> Path:
+    """Train the toy model, score the validation split, and write thresholds with their provenance."""
+    assert run_cli(["-q", "train", str(view), "--model", model, "--out", str(run), "--device", "cpu"]) == 0
+    maps = run / "val_maps.h5"
+    extra = [] if mask_stage == "none" else ["--mask", str(view / "roi.png"), "--mask-stage", mask_stage]
+    assert run_cli(["-q", "score", str(run), str(view), "--split", "val", "--out", str(maps), *extra]) == 0
+    with MapsFile(maps) as f:
+        a = f.attrs
+        source = {k: a.get(k) for k in ("model", "view", "mask_stage", "registered", "checkpoint_sha256")}
+        source.update(path=str(maps), sha256=sha256_file(maps), map_size=list(f.map_size))
+        assert float(f.scores.max()) < image_thr  # the fixed thresholds are above every normal score
+    write_thresholds(run / "thresholds.json", {
+        "method": "max", "params": {}, "pixel": {"threshold": pixel_thr, "stats": {}},
+        "image": {"threshold": image_thr, "stats": {}}, "source": source})
+    return run
+
+
+def _runs(tmp: Path, model: str) -> dict[str, Path]:
+    a = make_view(tmp / "data", "A", seed=1)
+    b = make_view(tmp / "data", "B", seed=2, roi=True)
+    return {"A": make_run(a, tmp / "runs" / "A", model),
+            "B": make_run(b, tmp / "runs" / "B", model, mask_stage="post")}
+
+
+@pytest.fixture(scope="module")
+def line_runs(tmp_path_factory, toy_model: str) -> dict[str, Path]:
+    """Two views (A: no mask; B: inspection mask, post stage) with trained, calibrated runs (read-only)."""
+    return _runs(tmp_path_factory.mktemp("runs"), toy_model)
+
+
+@pytest.fixture
+def own_runs(tmp_path: Path, toy_model: str) -> dict[str, Path]:
+    """Like ``line_runs``, for a test that changes the runs or their view directories."""
+    return _runs(tmp_path, toy_model)
+
+
+def deploy(runs: dict[str, Path], out: Path, *extra: str) -> int:
+    return run_cli(["-q", "deploy", *map(str, runs.values()), "--out", str(out), *extra])
+
+
+# -- tests --------------------------------------------------------------------------------------------------
+
+
+def test_deploy_builds_a_verified_bundle(line_runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "line"
+    assert deploy(line_runs, out) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["views"]) == {"A", "B"}
+    doc = json.loads((out / "manifest.json").read_text())
+    assert doc["schema"] == "lineclear.deploy/1"
+    a, b = doc["views"]["A"], doc["views"]["B"]
+    # the mask and stage are those of the calibration maps; A was calibrated without one
+    assert a["mask_stage"] == "none" and a["mask"] is None
+    assert b["mask_stage"] == "post" and b["mask"] == "B/mask.png"
+    assert (read_mask(out / "B" / "mask.png") == read_mask(line_runs["B"].parent.parent / "data" / "B" / "roi.png")).all()
+    assert a["map_size"] == list(MAP) and a["image_size"] == [H, W] and a["pattern"] == "A"
+    assert a["registration"]["model"] == "homography" and a["registration"]["limits"]["min_inliers"] == 20
+    from lineclear.cli.score import DEFAULT_BORDER_MARGIN
+
+    assert a["border_margin"] == DEFAULT_BORDER_MARGIN  # calibration maps were not registered: score's default
+    # every file is listed with its hash, and the copies are byte-identical to the run's
+    for rel in ("A/model.pt", "A/thresholds.json", "A/reference.png", "A/run.json", "B/mask.png"):
+        assert doc["files"][rel]["sha256"] == sha256_file(out / rel)
+    assert sha256_file(out / "A" / "model.pt") == sha256_file(line_runs["A"] / "model.pt")
+    bundle = read_manifest(out)
+    assert verify_files(bundle) == {}
+    assert not list(tmp_path.glob(".line.*"))  # the temporary build folder is gone
+
+
+def test_deploy_refuses_overwrite_and_replaces_atomically(line_runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "line"
+    assert deploy(line_runs, out) == 0
+    before = (out / "manifest.json").read_text()
+    assert deploy(line_runs, out) == 1
+    assert "exists (use --overwrite" in capsys.readouterr().err
+    assert (out / "manifest.json").read_text() == before
+    assert deploy(line_runs, out, "--overwrite", "--pattern", "A=cam1_*.png") == 0
+    assert json.loads((out / "manifest.json").read_text())["views"]["A"]["pattern"] == "cam1_*.png"
+    # --overwrite never replaces a folder that is not a bundle
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    assert deploy(line_runs, other, "--overwrite") == 1
+    assert "not a lineclear bundle" in capsys.readouterr().err and (other / "keep.txt").exists()
+
+
+def test_manifest_refuses_a_tampered_file(line_runs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "line"
+    assert deploy(line_runs, out) == 0
+    thr = out / "B" / "thresholds.json"
+    doc = json.loads(thr.read_text())
+    doc["image"]["threshold"] = 99.0  # someone "fixes" false alarms by hand
+    thr.write_text(json.dumps(doc))
+    bundle = read_manifest(out)
+    problems = verify_files(bundle)
+    assert list(problems) == ["B/thresholds.json"] and "tampered" in problems["B/thresholds.json"]
+    assert view_problems(bundle, problems) == {"A": [], "B": [problems["B/thresholds.json"]]}
+    (out / "A" / "reference.png").unlink()
+    assert "missing" in verify_files(read_manifest(out))["A/reference.png"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(schema="lineclear.maps/1"), "schema is"),
+    (lambda d: d["views"]["A"].update(checkpoint="../../etc/passwd"), "outside the bundle"),
+    (lambda d: d["views"]["A"].update(mask_stage="pre"), "no mask"),
+    (lambda d: d["files"].pop("A/model.pt"), "not listed in 'files'"),
+    (lambda d: d.update(views={}), "non-empty"),
+])
+def test_manifest_validation(line_runs: dict[str, Path], tmp_path: Path, edit, message) -> None:
+    out = tmp_path / "line"
+    assert deploy(line_runs, out) == 0
+    doc = json.loads((out / "manifest.json").read_text())
+    edit(doc)
+    (out / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match=message):
+        read_manifest(out)
+
+
+def test_deploy_cross_checks_the_pieces(own_runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    line_runs = own_runs
+    out = tmp_path / "line"
+    # thresholds calibrated on another checkpoint
+    thr_b = line_runs["B"] / "thresholds.json"
+    assert deploy(line_runs, out, "--thresholds", f"A={thr_b}") == 1
+    assert "another checkpoint" in capsys.readouterr().err and not out.exists()
+    # a mask that is not the calibrated one
+    other = write_mask(tmp_path / "other.png", np.ones((H, W), bool))
+    assert deploy(line_runs, out, "--mask", f"B={other}") == 1
+    assert "not the mask the thresholds were calibrated with" in capsys.readouterr().err
+    # a mask for a view calibrated without one
+    assert deploy(line_runs, out, "--mask", f"A={other}") == 2
+    # the calibrated mask moved: --mask with the same file is accepted
+    moved = tmp_path / "moved_roi.png"
+    roi = line_runs["B"].parent.parent / "data" / "B" / "roi.png"
+    moved.write_bytes(roi.read_bytes())
+    roi.unlink()
+    assert deploy(line_runs, out) == 1
+    assert "mask file is not available" in capsys.readouterr().err
+    assert deploy(line_runs, out, "--mask", f"B={moved}") == 0
+    capsys.readouterr()
+    # usage errors: unknown view, malformed item, a run without thresholds
+    assert deploy(line_runs, tmp_path / "l2", "--pattern", "Z=*.png") == 2
+    assert deploy(line_runs, tmp_path / "l2", "--pattern", "A") == 2
+    (line_runs["A"] / "thresholds.json").unlink()
+    assert deploy(line_runs, tmp_path / "l2") == 1
+    assert "no thresholds for view A" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m benchmarks [NAME ...] [--quick]``.
+"""Run the benchmarks: ``python -m benchmarks [NAME ...] [--quick] [--views A,B ...]``.
 
 Each ``benchmarks/bench_<name>.py`` defines ``main(argv: list[str]) -> dict`` that prints its
 figures (ratios against an in-process baseline where one exists) and returns them; the
@@ -18,8 +18,9 @@ import benchmarks
 
 
 def main(argv: list[str]) -> int:
-    names = [a for a in argv if not a.startswith("-")]
-    flags = [a for a in argv if a.startswith("-")]
+    # names first, then options for the benchmarks (``--views A``, ``--views=A``, ``--quick``)
+    first_flag = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, flags = argv[:first_flag], argv[first_flag:]
     available = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
     unknown = [n for n in names if n not in available]
     if unknown:

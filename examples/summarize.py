@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import sys
 from pathlib import Path
 
@@ -116,6 +115,15 @@ Figures are percentages at each model's best configuration and best threshold (c
     atomic_write_bytes(path, page.encode("utf-8"), overwrite=True)
 
 
+def wall_minutes(out: Path) -> float | None:
+    """Wall time of the grid from file times: first dataset file to the last metrics.json."""
+    stamps = [p.stat().st_mtime for p in (out / "runs").rglob("config.json")]
+    ends = [p.stat().st_mtime for p in (out / "eval").rglob("metrics.json")]
+    if not stamps or not ends:
+        return None
+    return (max(ends) - min(stamps)) / 60
+
+
 def readme_table(grid: dict, views: list[str], note: str) -> str:
     lines = ["## Results on the synthetic dataset", "", note, "",
              "| view | model | best configuration | image AUROC | pixel AUROC | AUPRO | accuracy |",
@@ -149,7 +157,9 @@ def main(argv: list[str]) -> int:
     if a.index:
         write_index(a.out_dir, grid, views, configs, a.index)
     if a.readme:
-        atomic_write_bytes(a.readme, readme_table(grid, views, a.note).encode(), overwrite=True)
+        minutes = wall_minutes(a.out_dir)
+        note = a.note.replace("{minutes}", f"{minutes:.0f}" if minutes is not None else "?")
+        atomic_write_bytes(a.readme, readme_table(grid, views, note).encode(), overwrite=True)
     if a.print:
         order = sorted(grid, key=lambda m: (m not in CPU_MODELS, -max(_num(grid[m][v]["configs"][grid[m][v]["best_config"]]["summary"]["accuracy"]) for v in grid[m])))
         for m in order:

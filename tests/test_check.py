@@ -21,9 +21,9 @@ from lineclear.errors import UsageError
 from lineclear.formats.verdict import read_verdict
 from lineclear.images import read_rgb, write_image
 from lineclear.models import MODELS
-from lineclear.models.base import ModelEntry
+from tests.toy import toy_entry
 from tests.conftest import run_cli
-from tests.test_deploy import H, W, ToyConfig, ToyModel, _train, make_run, make_scene, make_view, noisy, shift
+from tests.test_deploy import MAP, H, W, make_run, make_scene, make_view, noisy, shift
 
 # a camera nudge: 5 px right, 3.5 px up, 0.6 degrees; registration must undo it
 NUDGE = np.array([[1, 0.01, 5.2], [-0.01, 1, -3.5], [0, 0, 1]])
@@ -33,7 +33,7 @@ LEAFLET = (60, 100, 40, 30)  # x, y, w, h in the reference frame
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    MODELS["toyline"] = ModelEntry("toyline", "test model", ToyConfig, {"fast": {}}, lambda c, p: ToyModel(c), _train)
+    MODELS["toyline"] = toy_entry("toyline", MAP)
     tmp = tmp_path_factory.mktemp("line")
     a = make_view(tmp / "data", "A", seed=1)
     b = make_view(tmp / "data", "B", seed=2, roi=True)

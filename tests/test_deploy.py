@@ -8,21 +8,19 @@ thresholds carry the provenance `lineclear calibrate` records.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from lineclear.errors import FormatError
 from lineclear.formats import MapsFile, read_mask, sha256_file, write_mask, write_thresholds
 from lineclear.formats.deploy import read_manifest, verify_files, view_problems
 from lineclear.images import write_image
 from lineclear.models import MODELS
-from lineclear.models.base import AnomalyModel, AnomalyOutput, BaseConfig, ModelEntry
 from tests.conftest import run_cli
+from tests.toy import toy_entry
 
 H, W = 192, 256  # camera frame of the test views
 MAP = (48, 64)  # the toy model's map size
@@ -31,35 +29,9 @@ MAP = (48, 64)  # the toy model's map size
 # -- helpers shared with the check tests ----------------------------------------------------------------------
 
 
-@dataclass
-class ToyConfig(BaseConfig):
-    image_size: tuple[int, int] = MAP
-    epochs: int = 1
-
-
-class ToyModel(AnomalyModel):
-    def __init__(self, cfg: ToyConfig) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(3, *cfg.image_size))
-
-    def forward(self, images, mask=None):
-        x, ref = images, self.mean.expand_as(images)
-        if mask is not None:
-            x, ref = x * mask, ref * mask
-        amap = (x - ref).abs().mean(1)
-        if mask is not None:
-            amap = amap * mask[:, 0]
-        return AnomalyOutput(amap, self.image_score(amap))
-
-
-def _train(model: ToyModel, session) -> None:
-    model.mean.copy_(session.images.mean(0))
-
-
 @pytest.fixture(scope="module")
 def toy_model():
-    MODELS["toyline"] = ModelEntry("toyline", "test model", ToyConfig, {"fast": {}, "paper": {}, "demo": {}},
-                                   lambda cfg, pretrained: ToyModel(cfg), _train)
+    MODELS["toyline"] = toy_entry("toyline", MAP)
     yield "toyline"
     MODELS.pop("toyline", None)
 

@@ -7,7 +7,6 @@ pre/post masking, mask/no mask and registration/none; then a second `make` must 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

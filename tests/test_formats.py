@@ -17,7 +17,7 @@ from lineclear.formats import (
     atomic_path,
     load_checkpoint,
     provenance,
-    read_json,
+
     read_mask,
     read_thresholds,
     save_checkpoint,

@@ -7,7 +7,6 @@ run directories, checkpoints, split handling, maps provenance and the masking st
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,42 +15,13 @@ import torch
 
 from lineclear.formats import MapsFile, load_checkpoint, read_mask
 from lineclear.models import MODELS
-from lineclear.models.base import AnomalyModel, AnomalyOutput, BaseConfig, ModelEntry
 from tests.conftest import run_cli
-
-
-@dataclass
-class ToyConfig(BaseConfig):
-    image_size: tuple[int, int] = (16, 24)
-    epochs: int = 1
-
-
-class ToyModel(AnomalyModel):
-    """Anomaly map = |image − mean training image| averaged over channels."""
-
-    def __init__(self, cfg: ToyConfig) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(3, *cfg.image_size))
-
-    def forward(self, images, mask=None):
-        x, ref = images, self.mean.expand_as(images)
-        if mask is not None:
-            x, ref = x * mask, ref * mask
-        amap = (x - ref).abs().mean(1)
-        if mask is not None:
-            amap = amap * mask[:, 0]
-        return AnomalyOutput(amap, self.image_score(amap))
-
-
-def _train(model: ToyModel, session) -> None:
-    model.mean.copy_(session.images.mean(0))
-    session.log(epoch=1, loss=0.0)
+from tests.toy import toy_entry
 
 
 @pytest.fixture
 def toy_model():
-    MODELS["toy"] = ModelEntry("toy", "test model", ToyConfig, {"fast": {}, "paper": {}, "demo": {}},
-                               lambda cfg, pretrained: ToyModel(cfg), _train)
+    MODELS["toy"] = toy_entry("toy")
     yield
     MODELS.pop("toy")
 

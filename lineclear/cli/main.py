@@ -20,7 +20,7 @@ from lineclear.errors import LineclearError
 # Pipeline order, which is also the order of ``lineclear --help``.
 COMMANDS = ["synth", "labels", "register", "mask", "train", "score", "calibrate", "evaluate", "table", "deploy", "check"]
 
-app = typer.Typer(
+_app = typer.Typer(
     name="lineclear",
     help="Anomaly detection for line clearance: is anything left behind in the machine?",
     no_args_is_help=True,
@@ -36,7 +36,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="More notes, and tracebacks on errors."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -49,8 +49,15 @@ def main(
     console.setup_logging(verbose, quiet)
 
 
-def _load_commands() -> None:
+_loaded: set[str] = set()
+
+
+def _load_commands(only: str | None = None) -> None:
+    """Import command modules: all of them, or just ``only`` (a run of one command then does not
+    pay for importing PyTorch when that command does not need it)."""
     for name in COMMANDS:
+        if (only is not None and name != only) or name in _loaded:
+            continue
         modname = f"lineclear.cli.{name}"
         try:
             mod = importlib.import_module(modname)
@@ -58,16 +65,29 @@ def _load_commands() -> None:
             if exc.name == modname:
                 continue
             raise
-        mod.register(app)
+        mod.register(_app)
+        _loaded.add(name)
 
 
-_load_commands()
+def __getattr__(name: str):
+    # ``from lineclear.cli.main import app`` gives the app with every command registered
+    if name == "app":
+        _load_commands()
+        return _app
+    raise AttributeError(name)
+
+
+def _command_of(args: list[str]) -> str | None:
+    first = next((a for a in args if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
 
 
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point with the error boundary (exit 1 domain, 2 usage, 130 Ctrl-C)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    _load_commands(_command_of(args))
     try:
-        rc = app(args=argv, prog_name="lineclear", standalone_mode=False)
+        rc = _app(args=args, prog_name="lineclear", standalone_mode=False)
         # outside standalone mode click returns the code of a typer.Exit instead of raising it
         if isinstance(rc, int) and rc != 0:
             sys.exit(rc)

@@ -17,11 +17,14 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
+from typing import TYPE_CHECKING
 
 from lineclear import __version__
 from lineclear.errors import FormatError
 from lineclear.formats._io import atomic_write_bytes, check_schema
+
+if TYPE_CHECKING:  # torch is imported when a checkpoint is read or written, not with lineclear.formats
+    import torch
 
 CHECKPOINT_SCHEMA = "lineclear.checkpoint/1"
 TRAIN_STATE_SCHEMA = "lineclear.train_state/1"
@@ -38,6 +41,8 @@ def save_checkpoint(
 
     ``meta`` should hold at least ``model`` and ``config``.
     """
+    import torch
+
     meta = {
         "schema": schema,
         "lineclear_version": __version__,
@@ -54,6 +59,8 @@ def load_checkpoint(
     path: str | os.PathLike, schema: str = CHECKPOINT_SCHEMA, map_location: str | torch.device = "cpu"
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return ``(state_dict, meta)``; refuse foreign, corrupt or unsafe files with a clear message."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"{path}: checkpoint not found")

@@ -34,6 +34,13 @@ def tiny(**kw) -> DraemConfig:
     return DraemConfig(**base)
 
 
+def test_demo_preset_trains_on_one_thread():
+    """Regression: the demo run took 44-95 s instead of ~10 s on a loaded 2-core PC (OpenMP threads spinning)."""
+    demo = resolve_config(MODELS["draem"], "demo")
+    assert demo.threads == 1
+    assert resolve_config(MODELS["draem"], "fast").threads == 0  # real budgets keep every core
+
+
 def test_registered_with_presets():
     entry = MODELS["draem"]
     assert {"paper", "fast", "demo"} <= set(entry.presets)

@@ -95,7 +95,8 @@ def test_calibrate_evaluate_table(tmp_path, monkeypatch, capsys):
     rep = d["run"] / "report"
     doc = read_metrics(rep / "metrics.json")
     assert out["summary"] == doc["summary"]
-    assert len(doc["thresholds"]) == 4  # thresholds.json + the three of --method all
+    # thresholds.json (ksigma) equals thresholds_ksigma.json: evaluated once, not as two identical columns
+    assert sorted(e["method"] for e in doc["thresholds"]) == ["ksigma", "max", "quantile"]
     assert doc["best"]["chosen_on"] == "test labels"
     # independent oracles
     v = d["valid"]
@@ -143,7 +144,7 @@ def test_bad_inputs(tmp_path, monkeypatch, capsys):
     assert _run(["evaluate"]) == 1  # no thresholds yet
     assert "no thresholds given" in capsys.readouterr().err
     assert _run(["calibrate", "--method", "median"]) == 2
-    assert _run(["calibrate", "--p", "1.5"]) == 1
+    assert _run(["calibrate", "--p", "1.5"]) == 2  # an option value out of range is a usage error
     assert _run(["calibrate"]) == 0
     # missing ground truth for an anomalous image: one clear error, nothing written
     (d["root"] / "A/ground_truth/leaflet/005_mask.png").unlink()
@@ -231,3 +232,54 @@ def test_calibrate_all_with_out_and_table_json(tmp_path, monkeypatch, capsys):
     assert all(c["best"] for r in t["rows"] for cell in r["cells"] for c in cell if c["value"] != "–")
     assert _run(["table", "run", "--name", "a", "--name", "b"]) == 2
     assert _run(["table", "run", "--out", "t.txt"]) == 2
+
+
+def test_duplicate_thresholds_evaluated_once_and_same_method_columns_named(tmp_path, monkeypatch, capsys):
+    """Regression: thresholds.json and thresholds_ksigma.json from one maps file gave two identical columns."""
+    d = make_run(tmp_path)
+    monkeypatch.chdir(d["run"])
+    assert _run(["calibrate", "--method", "ksigma"]) == 0
+    assert _run(["calibrate", "--method", "ksigma", "-o", "thresholds_ksigma.json"]) == 0
+    assert _run(["calibrate", "--method", "ksigma", "--k", "2", "-o", "k2.json"]) == 0
+    capsys.readouterr()
+    assert _run(["-q", "evaluate", "--max-overlays", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "same thresholds as thresholds.json" in err
+    doc = read_metrics(d["run"] / "report" / "metrics.json")
+    assert [e["path"] for e in doc["thresholds"]] == ["thresholds.json"]
+    # two different ksigma files stay two, and their columns can be told apart
+    assert _run(["-q", "evaluate", "-t", "thresholds.json", "-t", "k2.json", "-t", "thresholds.json",
+                 "-o", "rep2", "--max-overlays", "0"]) == 0
+    doc = read_metrics(d["run"] / "rep2" / "metrics.json")
+    assert [e["params"]["k"] for e in doc["thresholds"]] == [3.0, 2.0]
+    html = (d["run"] / "rep2" / "report.html").read_text()
+    assert "ksigma (thresholds.json)" in html and "ksigma (k2.json)" in html
+
+
+def test_calibrate_never_overwrites_its_input_and_bad_params_are_usage_errors(tmp_path, monkeypatch, capsys):
+    """Regression: calibrate -o val_maps.h5 --overwrite replaced the maps file with JSON."""
+    d = make_run(tmp_path)
+    monkeypatch.chdir(d["run"])
+    before = (d["run"] / "val_maps.h5").read_bytes()
+    assert _run(["calibrate", "val_maps.h5", "-o", "val_maps.h5", "--overwrite"]) == 2
+    assert "is the input maps file" in capsys.readouterr().err
+    assert (d["run"] / "val_maps.h5").read_bytes() == before
+    assert _run(["calibrate", "--p", "1.5", "--method", "quantile"]) == 2
+    err = capsys.readouterr().err
+    assert "--p must lie strictly between 0 and 1" in err and "Traceback" not in err
+    assert not (d["run"] / "thresholds.json").exists()
+
+
+def test_evaluate_refuses_an_unusable_report_folder_before_work(tmp_path, monkeypatch, capsys):
+    """Regression: --out naming a file was an 'internal error' after all metrics were computed."""
+    d = make_run(tmp_path)
+    monkeypatch.chdir(d["run"])
+    assert _run(["calibrate"]) == 0
+    (d["run"] / "afile").write_text("x")
+    capsys.readouterr()
+    assert _run(["-q", "evaluate", "-o", "afile"]) == 1
+    err = capsys.readouterr().err
+    assert "afile: exists and is not a folder" in err and "internal error" not in err
+    assert _run(["-q", "evaluate", "-o", "afile/sub"]) == 1
+    assert "not a writable folder" in capsys.readouterr().err
+    assert (d["run"] / "afile").read_text() == "x"

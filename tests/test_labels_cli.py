@@ -197,3 +197,28 @@ def test_via2_project_json_through_the_cli(tmp_path, view):
     assert run_cli(["labels", str(p), "--images", str(view), "--out", str(out), "--where", "type=leaflet"]) == 0
     m = read_png(out / "l0_mask.png") > 0
     assert m.sum() == 4 and m[1:3, 1:3].all()
+
+
+def test_header_only_csv_is_an_error_and_writes_nothing(tmp_path, view, capsys):
+    """Regression: a CSV with only the header 'succeeded' with 0 masks and exit 0."""
+    ann = via_csv(tmp_path / "h.csv", [])
+    out = tmp_path / "masks"
+    assert run_cli(["labels", str(ann), "--images", str(view), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "h.csv: lists no image" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_region_wholly_outside_is_named_as_such(tmp_path, view, capsys):
+    """Regression: a region entirely off the image was reported as 'clipped at the image border'."""
+    ann = via_csv(tmp_path / "o.csv", [
+        ("l0.png", [({"name": "rect", "x": 100, "y": 100, "width": 5, "height": 5}, {}),
+                    ({"name": "rect", "x": 28, "y": 2, "width": 5, "height": 3}, {})]),
+    ])
+    out = tmp_path / "masks"
+    assert run_cli(["labels", str(ann), "--images", str(view), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "o.csv:2: rect lies entirely outside l0.png (30x20); it marks no pixel" in err
+    assert "o.csv:3: rect reaches outside l0.png (30x20); clipped at the image border" in err
+    m = read_png(out / "l0_mask.png")
+    assert (m > 0).sum() == 2 * 3 and m[2:5, 28:30].all()

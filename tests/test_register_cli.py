@@ -226,3 +226,20 @@ def test_synth_view_end_to_end(tmp_path):
     assert run_cli(["mask", "--ignore", str(view / "ignore_regions_via.csv"), "--ref", str(view / "reference.png"),
                     "--out", str(roi)]) == 0
     assert np.array_equal(read_mask(roi), read_mask(view / "roi.png"))
+
+
+def test_mask_of_another_shape_is_refused_before_writing(shifted_folder, tmp_path, capsys):
+    """Regression: a ground-truth mask of another aspect than its image was stretched and warped silently."""
+    ref, folder, _ = shifted_folder
+    gt = tmp_path / "gt"
+    write_mask(gt / "a" / "img1_mask.png", np.ones((H // 2, W // 3), bool))
+    out = tmp_path / "reg"
+    assert run_cli(["-q", "register", "--ref", str(ref), str(folder), "--out", str(out), "--masks", str(gt),
+                    "--masks-out", str(tmp_path / "gt_reg")]) == 1
+    err = capsys.readouterr().err
+    assert f"img1_mask.png: mask is {W // 3}x{H // 2} but its image" in err and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "gt_reg").exists()
+    # the same shape at half the resolution is still accepted (resized, nearest)
+    write_mask(gt / "a" / "img1_mask.png", np.ones((H // 2, W // 2), bool), overwrite=True)
+    assert run_cli(["-q", "register", "--ref", str(ref), str(folder), "--out", str(out), "--masks", str(gt),
+                    "--masks-out", str(tmp_path / "gt_reg")]) == 0

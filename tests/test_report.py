@@ -12,7 +12,7 @@ from lineclear.errors import FormatError
 from lineclear.report.html import render_report
 from lineclear.report.overlays import overlay_png
 from lineclear.report.plots import all_curves
-from lineclear.report.tables import html_table, markdown_table, table_data
+from lineclear.report.tables import column_names, html_table, markdown_table, table_data, threshold_labels
 
 
 def _doc(name, ai, ap_, pro, ap, iou, acc, view="A"):
@@ -86,3 +86,25 @@ def test_curves_overlay_and_html_are_self_contained():
     # nothing loaded from elsewhere: only data: URIs and in-page anchors
     assert not re.search(r"""(src|href)=['"](?!data:|#)""", page)
     assert "0&lt;b&gt;.png" in page and "a note &amp; more" in page and "chosen on the" in page
+
+
+def test_columns_of_several_models_say_which_model():
+    """Regression: a table of patchcore and draem runs had columns 'PO+M+NR | PO+M+NR' (which is which?)."""
+    a = _doc("PO+M+NR", 0.9, 0.9, 0.9, 0.9, 0.5, 0.9)
+    b = _doc("PO+M+NR", 0.5, 0.5, 0.5, 0.5, 0.1, 0.5)
+    b["source"]["model"] = "patchcore"
+    c = _doc("PRE+M+NR", 0.5, 0.5, 0.5, 0.5, 0.1, 0.5)
+    assert column_names([a, b, c]) == ["draem PO+M+NR", "patchcore PO+M+NR", "draem PRE+M+NR"]
+    assert column_names([a, c]) == ["PO+M+NR", "PRE+M+NR"]  # one model: the thesis's labels as they are
+    assert column_names([a, a]) == ["PO+M+NR (1)", "PO+M+NR (2)"]
+    other_view = _doc("PO+M+NR", 0.5, 0.5, 0.5, 0.5, 0.1, 0.5, view="C")
+    assert column_names([a, other_view]) == ["A PO+M+NR", "C PO+M+NR"]
+    assert "| | draem PO+M+NR | patchcore PO+M+NR |" in markdown_table([a, b])
+    assert markdown_table([a, b], names=["x", "y"]).count("| | x | y |") == 1
+
+
+def test_threshold_labels_tell_same_method_apart():
+    e = [{"method": "ksigma", "params": {"k": 3.0}, "path": "run/thresholds.json"},
+         {"method": "max", "params": {}, "path": "run/thresholds_max.json"},
+         {"method": "ksigma", "params": {"k": 2.0}, "path": ""}]
+    assert threshold_labels(e) == ["ksigma (thresholds.json)", "max", "ksigma (k=2)"]

@@ -261,3 +261,11 @@ def test_shifts_file_round_trip_and_rejection(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(FormatError, match="3x3"):
         read_shifts(tmp_path / "bad.json")
+
+
+def test_output_under_a_file_is_one_clean_error(tmp_path, capsys):
+    """Regression: an output folder that cannot be created was an 'internal error: NotADirectoryError'."""
+    (tmp_path / "afile").write_text("x")
+    assert run_cli(["synth", str(tmp_path / "afile" / "sub"), "--views", "A", "--size", "192x128"]) == 1
+    err = capsys.readouterr().err
+    assert "afile/sub: cannot create the output folder" in err and "internal error" not in err

@@ -120,6 +120,23 @@ def test_fewer_than_two_images_is_one_clear_error():
         _fitted(_scenes(1))
 
 
+def test_two_images_minus_validation_says_why(tmp_path: Path, capsys):
+    """Regression: with 2 images in train/good the validation split left 1, and the error said
+    'got 1: add images' to a user who had 2, without naming the split."""
+    import numpy as np
+
+    from lineclear.images import write_image
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_image(tmp_path / "V" / "train" / "good" / f"t{i}.png", (rng.random((32, 48, 3)) * 255).astype(np.uint8))
+    assert run_cli(["-q", "train", str(tmp_path / "V"), "--model", "template", "--preset", "demo",
+                    "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "at least 2 training images, got 1 (train/good minus the images held out for validation)" in err
+    assert "val/good" in err and "Traceback" not in err
+
+
 def test_train_then_score_cli(tiny_view: Path, tmp_path: Path, capsys):
     run = tmp_path / "run"
     assert run_cli(["-q", "train", str(tiny_view), "--model", "template", "--preset", "demo",

@@ -144,3 +144,44 @@ def test_registration_validity_and_border_margin(tiny_view: Path, tmp_path: Path
     assert run_cli(["-q", "score", str(run), str(tiny_view / "test"), "--out", str(p), "--no-valid"]) == 0
     with MapsFile(p) as f:
         assert not f.has_valid and f.attrs["registered"] == 0
+
+
+def test_failed_training_leaves_nothing(tiny_view: Path, tmp_path: Path, capsys) -> None:
+    from lineclear.errors import LineclearError
+
+    def refuse(model, session):
+        raise LineclearError("V/train/good: needs more images")
+
+    entry = toy_entry("toyfail")
+    MODELS["toyfail"] = type(entry)(**{**entry.__dict__, "train": refuse})
+    try:
+        out = tmp_path / "runs" / "t"
+        assert run_cli(["train", str(tiny_view), "--model", "toyfail", "--out", str(out)]) == 1
+        assert "needs more images" in capsys.readouterr().err
+        assert not out.exists()
+    finally:
+        MODELS.pop("toyfail")
+
+
+def test_corrupt_checkpoint_and_permissions(tiny_view: Path, tmp_path: Path, toy_model, capsys) -> None:
+    junk = tmp_path / "j.pt"
+    junk.write_text("junk\n")
+    assert run_cli(["score", str(junk), str(tiny_view / "test"), "--out", str(tmp_path / "x.h5")]) == 1
+    err = capsys.readouterr().err
+    assert "j.pt: not a readable checkpoint" in err and "internal error" not in err
+    run = tmp_path / "run"
+    # global options are accepted after the command too
+    assert run_cli(["train", str(tiny_view), "--model", "toy", "--out", str(run), "-q"]) == 0
+    assert (run / "model.pt").stat().st_mode & 0o044 == 0o044  # readable by group and others, like any file
+
+
+def test_unwritable_output_is_one_line(tiny_view: Path, tmp_path: Path, toy_model, capsys) -> None:
+    run = tmp_path / "run"
+    assert run_cli(["-q", "train", str(tiny_view), "--model", "toy", "--out", str(run)]) == 0
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    capsys.readouterr()
+    assert run_cli(["-q", "score", str(run), str(tiny_view / "test"), "--out", str(blocker / "m.h5")]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert errors == [f"lineclear: error: {blocker / 'm.h5'}: cannot write here ({blocker} is a file, not a folder)"]

@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from lineclear.calibrate import DEFAULT_K, DEFAULT_P, METHODS, calibrate
+from lineclear.calibrate import DEFAULT_K, DEFAULT_P, METHODS, calibrate, check_params
 from lineclear.cli import console
 from lineclear.cli.options import JsonOut, Overwrite
 from lineclear.errors import LineclearError, UsageError
@@ -65,9 +65,17 @@ def calibrate_command(
     """
     if method not in (*METHODS, "all"):
         raise UsageError(f"--method must be one of {', '.join(METHODS)} or all, got {method!r}")
+    # option values are usage errors (exit 2), checked before any file is opened
+    try:
+        check_params(p, k)
+    except LineclearError as exc:
+        raise UsageError(str(exc)) from None
     methods = list(METHODS) if method == "all" else [method]
     outs = output_paths(maps_path, out, methods, method == "all")
     for path in outs.values():
+        # --overwrite must never replace the maps file being read
+        if path.resolve() == maps_path.resolve() or (path.exists() and maps_path.exists() and path.samefile(maps_path)):
+            raise UsageError(f"{path}: is the input maps file; choose another --out")
         check_writable(path, overwrite)
     with MapsFile(maps_path) as maps:
         labels = maps.labels

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -15,7 +17,7 @@ from lineclear.evaluate import GroundTruth, evaluate
 from lineclear.formats import MapsFile, read_thresholds, sha256_file
 from lineclear.report.build import OUTPUTS, render_overlays, write_report_dir
 from lineclear.report.plots import all_curves
-from lineclear.report.tables import pct
+from lineclear.report.tables import pct, threshold_labels
 
 DEFAULT_TEST_MAPS = Path("test_maps.h5")
 DEFAULT_THRESHOLDS = ("thresholds.json", "thresholds_max.json", "thresholds_ksigma.json", "thresholds_quantile.json")
@@ -32,12 +34,31 @@ def default_thresholds(maps_path: Path) -> list[Path]:
     return found
 
 
+def check_report_dir(report_dir: Path) -> None:
+    """Refuse, before minutes of work, a report folder that cannot be created or written."""
+    if report_dir.exists() and not report_dir.is_dir():
+        raise LineclearError(f"{report_dir}: exists and is not a folder (--out is the report folder)")
+    parent = report_dir
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise LineclearError(f"{report_dir}: cannot create the report folder ({parent} is not a writable folder)")
+
+
+def same_thresholds_key(doc: dict) -> str:
+    """What makes two thresholds documents the same for evaluation (not who wrote them when)."""
+    src = doc.get("source") or {}
+    return json.dumps([doc.get("method"), doc.get("params"), (doc.get("pixel") or {}).get("threshold"),
+                       (doc.get("image") or {}).get("threshold"), src.get("sha256") or src.get("path")],
+                      sort_keys=True, default=str)
+
+
 def metrics_table(doc: dict) -> Table:
     t = Table(title=f"{doc['source'].get('model') or ''} · view {doc['source'].get('view') or '?'} · {doc['config_name']}")
     t.add_column("metric")
-    for e in doc["thresholds"]:
-        best = " (best)" if e is doc["thresholds"][doc["best"]["index"]] else ""
-        t.add_column(f"{e['method']}{best}", justify="right")
+    for i, label in enumerate(threshold_labels(doc["thresholds"])):
+        best = " (best)" if i == doc["best"]["index"] else ""
+        t.add_column(f"{label}{best}", justify="right")
     n = len(doc["thresholds"])
     free = [("image AUROC", doc["image"]["auroc"]), ("pixel AUROC", doc["pixel"]["auroc"]),
             ("AUPRO@0.3", doc["pixel"]["aupro"]), ("pixel AP", doc["pixel"]["ap"])]
@@ -79,11 +100,19 @@ def evaluate_command(
     existing = [n for n in OUTPUTS if (report_dir / n).exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{report_dir}: already holds a report ({', '.join(existing)}); use --overwrite to replace it")
+    check_report_dir(report_dir)
     paths = list(thresholds) if thresholds else default_thresholds(maps_path)
-    docs = []
+    docs, seen = [], {}
     for p in paths:
         d = read_thresholds(p)
         d["path"] = str(p)
+        # the same thresholds twice (e.g. thresholds.json and thresholds_ksigma.json, both
+        # written by calibrate --method ksigma from one maps file) would be two identical columns
+        key = same_thresholds_key(d)
+        if key in seen:
+            console.note(f"{p}: same thresholds as {seen[key]}; evaluated once")
+            continue
+        seen[key] = p
         docs.append(d)
     with MapsFile(maps_path) as maps:
         truth = GroundTruth(maps.attrs.get("dataset_root"), gt, maps.attrs.get("image_size"))

@@ -81,6 +81,9 @@ def run_labels(annotations: Path, images: Path, out: Path, where: list[str], *, 
 
     keep = parse_where(where)
     anns = read_via(annotations)
+    if not anns:
+        # a header-only export (e.g. VIA with no image loaded) would "succeed" writing nothing
+        raise LineclearError(f"{annotations}: lists no image (only a header?); nothing to do")
     if not images.is_dir():
         raise LineclearError(f"{images}: no such folder (--images)")
     # One entry per base name; the same name under two paths in the file is ambiguous too.
@@ -118,6 +121,11 @@ def run_labels(annotations: Path, images: Path, out: Path, where: list[str], *, 
         for r in regions:
             if outside_fraction(r.shape, size, line_width, point_radius):
                 clipped += 1
+                if not rasterise([r], size, line_width=line_width, point_radius=point_radius).any():
+                    # a region wholly off the frame usually means the wrong image or scaled coordinates
+                    console.warn(f"{r.where or annotations}: {r.shape['name']} lies entirely outside {name} "
+                                 f"({size[1]}x{size[0]}); it marks no pixel")
+                    continue
                 console.warn(f"{r.where or annotations}: {r.shape['name']} reaches outside {name} "
                              f"({size[1]}x{size[0]}); clipped at the image border")
     written = []

@@ -77,6 +77,22 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
+
+
+def _hoist_global_options(args: list[str]) -> list[str]:
+    """Accept ``lineclear register ... -q`` as well as ``lineclear -q register ...``."""
+    cmd = _command_of(args)
+    if cmd is None:
+        return args
+    i = args.index(cmd)
+    moved = [a for a in args[i + 1 :] if a in GLOBAL_FLAGS]
+    if not moved:
+        return args
+    rest = [a for a in args[i + 1 :] if a not in GLOBAL_FLAGS]
+    return moved + args[:i] + [cmd] + rest
+
+
 def _command_of(args: list[str]) -> str | None:
     first = next((a for a in args if not a.startswith("-")), None)
     return first if first in COMMANDS else None
@@ -84,7 +100,7 @@ def _command_of(args: list[str]) -> str | None:
 
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point with the error boundary (exit 1 domain, 2 usage, 130 Ctrl-C)."""
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = _hoist_global_options(sys.argv[1:] if argv is None else list(argv))
     _load_commands(_command_of(args))
     try:
         rc = _app(args=args, prog_name="lineclear", standalone_mode=False)
@@ -104,6 +120,13 @@ def run(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         console.err.print("lineclear: interrupted")
         sys.exit(130)
+    except OSError as exc:
+        # a file system error nobody turned into a domain error: still one line naming the file
+        if console.state.verbose:
+            traceback.print_exc()
+        where = exc.filename or ""
+        console.err.print(f"[red]lineclear: error:[/] {where}{': ' if where else ''}{exc.strerror or exc}")
+        sys.exit(1)
     except Exception as exc:
         # click's (or Typer's vendored click's) usage errors: duck-typed, as Typer may vendor click
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):

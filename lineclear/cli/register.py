@@ -233,9 +233,14 @@ def register_command(
         check_writable(report, overwrite)
     _check_plan(jobs, copies, inputs, overwrite)
     for job in jobs:  # every input readable (header) before anything is written
-        image_size(job.src)
+        src_size = image_size(job.src)
         if job.mask_src is not None:
-            image_size(job.mask_src)
+            mask_size = image_size(job.mask_src)
+            # a mask of another shape belongs to other images: stretching it would misplace the
+            # ground truth silently (evaluate refuses such masks too); another scale is resized
+            if tuple(mask_size) != tuple(src_size) and abs(mask_size[0] * src_size[1] - mask_size[1] * src_size[0]) > 0.02 * mask_size[1] * src_size[1]:
+                raise LineclearError(f"{job.mask_src}: mask is {mask_size[1]}x{mask_size[0]} but its image "
+                                     f"{job.src} is {src_size[1]}x{src_size[0]}")
 
     registrars: dict[Path, Registrar] = {}
     ref_info: dict[Path, dict] = {}

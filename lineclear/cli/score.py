@@ -98,7 +98,7 @@ def score_command(
         registered=registered, checkpoint=str(ckpt.resolve()), checkpoint_sha256=sha256_file(ckpt),
         border_margin=border_margin if registered else 0, split=split,
     )
-    console.note(f"scoring {len(paths)} images with {meta.get('model')} at {size[1]}x{size[0]} on {dev} (mask stage: {stage})")
+    console.note(f"scoring {len(paths)} images with {meta.get('model')} at {size[0]}x{size[1]} (HxW) on {dev} (mask stage: {stage})")
     n_anom = 0
     with MapsWriter(out, size, attrs=attrs, with_valid=(roi is not None or registered), overwrite=overwrite) as w:
         for batch in score_paths(

@@ -112,8 +112,18 @@ def train_command(
             raise LineclearError(f"{out}: already holds a trained model (use --overwrite to train again)")
         else:
             raise LineclearError(f"{out}: holds an unfinished run (use --resume to continue it or --overwrite)")
+    fresh = not out.exists() or not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        _train(entry, cfg, view, train_samples, val_samples, out, device, resume, preset, val_fraction, split_seed)
+    except BaseException:
+        # a run that never got going leaves nothing behind (a resumable state is kept for --resume)
+        if fresh and not (out / "train_state.pt").exists() and not (out / "model.pt").exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
+
+def _train(entry, cfg, view, train_samples, val_samples, out, device, resume, preset, val_fraction, split_seed) -> None:
     dev = resolve_device(device)
     seed_everything(cfg.seed)
     images, valid, notes = load_view_images(train_samples, tuple(cfg.image_size))
@@ -137,7 +147,7 @@ def train_command(
     )
     console.note(
         f"training {entry.name} ({preset}) on {len(train_samples)} images of view {view.name} "
-        f"at {cfg.image_size[1]}x{cfg.image_size[0]} on {dev}; {len(val_samples)} held out for validation"
+        f"at {cfg.image_size[0]}x{cfg.image_size[1]} (HxW) on {dev}; {len(val_samples)} held out for validation"
     )
     t0 = time.perf_counter()
     net = entry.build(cfg, True).to(dev)

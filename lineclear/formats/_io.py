@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from lineclear.errors import FormatError, OutputExistsError
+from lineclear.errors import FormatError, LineclearError, OutputExistsError
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
@@ -31,8 +31,18 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     so a crash never leaves a half-written target.
     """
     path = check_writable(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise LineclearError(f"{path}: is a directory, expected a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        blocker = next((a for a in path.parents if a.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise LineclearError(f"{path}: cannot write here ({blocker} is a file, not a folder)") from None
+        raise LineclearError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+    # mkstemp makes 0600 files; outputs get the usual permissions (a line service account reads them)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -41,6 +51,12 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
@@ -89,8 +105,10 @@ def read_json(path: str | os.PathLike, schema: str) -> dict:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: cannot read ({exc})") from None
+    except UnicodeDecodeError:
+        raise FormatError(f"{path}: not a JSON file (binary content; expected {schema})") from None
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

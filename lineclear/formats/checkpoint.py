@@ -13,7 +13,6 @@ import io
 import json
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +68,9 @@ def load_checkpoint(
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
         raise FormatError(f"{path}: refused: not a plain state-dict checkpoint ({first[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise FormatError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:160]})") from None
+    except Exception as exc:  # torch raises many types on a damaged file (KeyError, RuntimeError, ...)
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise FormatError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})") from None
     if not isinstance(obj, dict) or "lineclear" not in obj or "state_dict" not in obj:
         raise FormatError(f"{path}: not a lineclear checkpoint (a bare state dict or another tool's file)")
     try:

@@ -42,10 +42,14 @@ def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None, res
 
 
 def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a bool mask to (H, W)."""
+    """Nearest-neighbour resize of a bool mask to (H, W), sampling at pixel centres.
+
+    ``INTER_NEAREST_EXACT`` (not ``INTER_NEAREST``, which samples at pixel corners and shifts a
+    3072→384 mask by ~0.44 output pixels against the maps).
+    """
     if mask.shape == tuple(shape):
         return mask.astype(bool)
-    out = cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    out = cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
     return out.astype(bool)
 
 

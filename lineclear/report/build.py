@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lineclear import __version__
-from lineclear.errors import OutputExistsError
+from lineclear.errors import LineclearError, OutputExistsError
 from lineclear.formats.metrics import write_metrics
 from lineclear.images import read_rgb
 from lineclear.progress import Progress, ensure
@@ -89,7 +89,10 @@ def write_report_dir(
     existing = [n for n in OUTPUTS if (out / n).exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{out}: already holds a report ({', '.join(existing)}); use --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LineclearError(f"{out}: cannot create the report folder ({exc.strerror or exc})") from None
     files = {
         "metrics": "metrics.json",
         "report": "report.html",

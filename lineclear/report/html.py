@@ -6,7 +6,7 @@ import base64
 import html
 from typing import Any, Sequence
 
-from lineclear.report.tables import pct
+from lineclear.report.tables import pct, threshold_labels
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#1b1f23;padding:0 16px}
@@ -73,11 +73,12 @@ def render_report(doc: dict, curves: dict[str, bytes], overlays: Sequence[tuple[
     parts.append("<h2>Thresholds</h2><table><tr><th class='l'>method</th><th>params</th><th>image t</th>"
                  "<th>accuracy</th><th>precision</th><th>recall</th><th>F1</th><th>TP</th><th>FP</th><th>TN</th><th>FN</th>"
                  "<th>pixel t</th><th>IoU</th><th>pixel FPR</th><th>pixel TPR</th></tr>")
+    labels = threshold_labels(doc.get("thresholds", []))
     for i, t in enumerate(doc.get("thresholds", [])):
         im, px = t["image"], t["pixel"]
         params = ", ".join(f"{k}={v:g}" for k, v in (t.get("params") or {}).items())
         parts.append(
-            f"<tr class='{'best' if i == best.get('index') else ''}'><td class='l'>{e(str(t.get('method')))}"
+            f"<tr class='{'best' if i == best.get('index') else ''}'><td class='l'>{e(labels[i])}"
             f"{' (best)' if i == best.get('index') else ''}</td><td>{e(params)}</td><td>{_num(im.get('threshold'))}</td>"
             f"<td>{pct(im.get('accuracy'))}</td><td>{pct(im.get('precision'))}</td><td>{pct(im.get('recall'))}</td>"
             f"<td>{pct(im.get('f1'))}</td><td>{_num(im.get('tp'))}</td><td>{_num(im.get('fp'))}</td>"

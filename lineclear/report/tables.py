@@ -19,6 +19,20 @@ def pct(v: float | None, digits: int = 1) -> str:
     return "–" if v is None else f"{100 * v:.{digits}f}"
 
 
+def threshold_labels(entries: Sequence[dict]) -> list[str]:
+    """A column label per thresholds entry: its method, plus its file name when two entries
+    share a method (e.g. ``ksigma`` with k=3 and k=2), so no two columns read the same."""
+    methods = [str(e.get("method")) for e in entries]
+    out = []
+    for m, e in zip(methods, entries):
+        if methods.count(m) > 1:
+            name = str(e.get("path") or "").replace("\\", "/").rsplit("/", 1)[-1]
+            params = ", ".join(f"{k}={v:g}" for k, v in (e.get("params") or {}).items())
+            m = f"{m} ({name or params})"
+        out.append(m)
+    return out
+
+
 def _best(values: list[float | None], digits: int) -> set[int]:
     """Columns holding the row's best value as displayed (so equal-looking numbers tie)."""
     shown = [round(100 * v, digits) if v is not None else None for v in values]
@@ -29,11 +43,28 @@ def _best(values: list[float | None], digits: int) -> set[int]:
     return {i for i, v in enumerate(shown) if v == top}
 
 
+def column_names(docs: Sequence[dict]) -> list[str]:
+    """Default column labels: each run's ``config_name`` (``PO+M+R`` …). When the runs differ
+    in model or view, every label starts with the model (and the view): the title then names
+    several models, and a column must say which one it is. Labels that still repeat get a number."""
+    names = [str(d.get("config_name") or f"run {i + 1}") for i, d in enumerate(docs)]
+    for key in ("view", "model"):
+        vals = [str((d.get("source") or {}).get(key) or "") for d in docs]
+        if len(set(vals)) > 1:
+            names = [f"{v} {n}" if v else n for v, n in zip(vals, names)]
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if names.count(n) == 1 else f"{n} ({seen[n]})")
+    return out
+
+
 def table_data(docs: Sequence[dict], names: Sequence[str] | None = None, digits: int = 1) -> dict:
     """Cells and marks: ``{"columns", "title", "rows": [(label, [[(text, is_best), ...] per column])]}``."""
     if names is not None and len(names) != len(docs):
         raise ValueError(f"{len(names)} names for {len(docs)} metrics files")
-    columns = list(names) if names is not None else [d.get("config_name", f"run {i + 1}") for i, d in enumerate(docs)]
+    columns = list(names) if names is not None else column_names(docs)
     rows = []
     for label, keys in ROWS:
         per_key = []

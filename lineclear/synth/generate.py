@@ -299,7 +299,10 @@ def generate(
                 raise OutputExistsError(f"{target}: exists (use --overwrite to replace it)")
             if not (target / "shifts.json").is_file():
                 raise OutputExistsError(f"{target}: exists and was not written by synth; refusing to replace it")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LineclearError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     per_image = 1 + n_train + n_good + n_shifted + n_anomalous
     summary: dict = {"root": str(out), "size": [w, h], "seed": seed, "views": {}}
     args = (w, h, seed, n_train, n_good, n_shifted, n_anomalous)

@@ -66,7 +66,8 @@ def fit(
     cfg = model.cfg
     n = images.shape[0]
     if n < 2:
-        raise LineclearError(f"patchcore needs at least 2 training images, got {n}: add anomaly-free images to train/good")
+        raise LineclearError(f"patchcore needs at least 2 training images, got {n} (train/good minus the images "
+                             "held out for validation): add anomaly-free images to train/good, or give the view a val/good")
     if tuple(images.shape[-2:]) != tuple(cfg.image_size):
         raise LineclearError(f"training images are {images.shape[-1]}x{images.shape[-2]}, expected image_size "
                              f"{cfg.image_size[1]}x{cfg.image_size[0]}")

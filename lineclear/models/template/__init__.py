@@ -17,7 +17,8 @@ def train(model: TemplateModel, session) -> None:
     """``ModelEntry.train``: per-pixel statistics of the session's images (one pass)."""
     n = session.images.shape[0]
     if n < 2:
-        raise LineclearError(f"template needs at least 2 training images, got {n}: add anomaly-free images to train/good")
+        raise LineclearError(f"template needs at least 2 training images, got {n} (train/good minus the images "
+                             "held out for validation): add anomaly-free images to train/good, or give the view a val/good")
     with session.progress.task("template: statistics", n) as task:
         info = model.fit(session.images, session.valid)
         task.advance(n)

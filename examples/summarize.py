@@ -135,6 +135,21 @@ def readme_table(grid: dict, views: list[str], note: str) -> str:
                 s = cell["configs"][cell["best_config"]]["summary"]
                 lines.append(f"| {v} | {m} | {label(cell['best_config'])} | {_fmt(s['auroc_image'])} | {_fmt(s['auroc_pixel'])} "
                              f"| {_fmt(s['aupro'])} | {_fmt(s['accuracy'])} |")
+    configs = sorted({c for m in grid for v in grid[m] for c in grid[m][v]["configs"]})
+    if len(configs) > 1:
+        lines += ["", "Every configuration (image AUROC / pixel AUROC / accuracy, %):", "",
+                  "| view | model | " + " | ".join(label(c) for c in configs) + " |",
+                  "|---|---|" + "---|" * len(configs)]
+        for v in views:
+            for m in grid:
+                if v not in grid[m]:
+                    continue
+                cells = grid[m][v]["configs"]
+                row = []
+                for c in configs:
+                    s = cells.get(c, {}).get("summary")
+                    row.append("–" if s is None else f"{_fmt(s['auroc_image'])} / {_fmt(s['auroc_pixel'])} / {_fmt(s['accuracy'])}")
+                lines.append(f"| {v} | {m} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -128,7 +128,7 @@ def main(argv: list[str]) -> dict:
     rows = [
         ("load bundle (once)", load_wall, load_cpu),
         (f"check {len(views)} views, warm", warm_w, warm_c),
-        (f"  views one after another", seq_w, seq_c),
+        ("  views one after another", seq_w, seq_c),
         (f"  one after another, {cores} torch threads", mt_w, mt_c),
         (f"check {len(views)} views, cold (baseline)", cold_w, cold_c),
     ]

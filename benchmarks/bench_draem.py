@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from benchmarks._args import option as _arg
 from lineclear.dataset import View
 from lineclear.images import read_gray, read_rgb, resize
 from lineclear.models.base import resolve_config
@@ -23,13 +24,6 @@ from lineclear.models.draem import ENTRY, DraemModel
 from lineclear.training import TrainSession
 
 
-def _arg(argv: list[str], name: str, default: str | None = None) -> str | None:
-    for i, a in enumerate(argv):
-        if a == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith(name + "="):
-            return a.split("=", 1)[1]
-    return default
 
 
 def _load(paths, size) -> torch.Tensor:

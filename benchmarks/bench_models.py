@@ -27,30 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks._args import option as _arg
 from lineclear import metrics as M
 from lineclear.dataset import View
 from lineclear.formats import read_mask, resize_mask
 from lineclear.images import read_raw, resize, to_float_rgb
 
-try:
-    from lineclear.scoring import _erode as erode_valid
-except ImportError:  # pragma: no cover - older scoring module
-    import cv2
-
-    def erode_valid(valid: np.ndarray, margin: int) -> np.ndarray:
-        if margin <= 0:
-            return valid
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
-        return cv2.erode(valid.astype(np.uint8), k, borderType=cv2.BORDER_CONSTANT, borderValue=1).astype(bool)
-
-
-def _arg(argv: list[str], name: str, default: str | None = None) -> str | None:
-    for i, a in enumerate(argv):
-        if a == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith(name + "="):
-            return a.split("=", 1)[1]
-    return default
+from lineclear.masking import erode_valid
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,10 +36,8 @@ class AnomalyOutput:
 
 
 class AnomalyModel(nn.Module):
-    """Base class: subclasses implement ``forward`` and may override ``image_score``."""
-
-    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> AnomalyOutput:  # pragma: no cover
-        raise NotImplementedError
+    """Base class: subclasses implement ``forward(images, mask=None) -> AnomalyOutput`` (see the
+    module docstring) and may override ``image_score``."""
 
     def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """(B,H,W) → (B,): default is the maximum of the map."""

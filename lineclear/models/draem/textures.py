@@ -12,6 +12,7 @@ import os
 import string
 from collections import OrderedDict
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -22,14 +23,13 @@ from lineclear.models.draem.perlin import fractal_perlin
 _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-class TextureSource:
+class TextureSource(Protocol):
     """``sample(rng, (H, W))`` → uint8 (H,W,3) RGB texture."""
 
-    def sample(self, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
+    def sample(self, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray: ...
 
 
-class FolderTextures(TextureSource):
+class FolderTextures:
     """Images under ``root`` (any depth), read on demand and resized to the training size."""
 
     def __init__(self, root: str | os.PathLike, cache: int = 64) -> None:
@@ -82,7 +82,7 @@ def _grid(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.mgrid[0:h, 0:w].astype(np.float32)
 
 
-class ProceduralTextures(TextureSource):
+class ProceduralTextures:
     """Offline textures from a seeded generator; every call draws a kind then its parameters."""
 
     KINDS = ("noise", "stripes", "checks", "cells", "marble", "scratches", "text", "dots")

@@ -1,9 +1,12 @@
 """DRAEM benchmark: per synthetic view with the ``fast`` preset — training seconds, scoring
-ms/image at 256² and 512², image and pixel AUROC, and the speed-up of the optimised inference
-(batched, channels-last) over a plain one-image-at-a-time eager fp32 loop of the same network.
+ms/image at the model size, 256² and 512², image AUROC, pixel AUROC and AUPRO (registered +
+masked as lineclear scores, and raw; see ``benchmarks/_quality.py``, with a mean-image baseline), and
+the speed-up of the optimised inference (batched, channels-last) over a plain one-image-at-a-time
+eager fp32 loop of the same network.
 
-``python -m benchmarks draem [--quick] [--views=A,B] [--data=DIR] [--threads=N] [--preset=P] [--set="k=v;k=v"]``
+``python -m benchmarks draem [--quick] [--speed-only] [--views=A,B] [--data=DIR] [--threads=N] [--preset=P] [--set="k=v;k=v"]``
 ``--quick``: one view, the ``demo`` preset, small scoring sets (a smoke run).
+``--speed-only``: no training and no quality figures, only the scoring speed (untrained weights).
 """
 
 from __future__ import annotations
@@ -14,20 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from benchmarks._args import option as _arg
-from lineclear.dataset import View
-from lineclear.images import read_gray, read_rgb, resize
+from benchmarks._quality import QUALITY_COLUMNS, quality_cells, train_and_evaluate
+from benchmarks.bench_models import ViewData
 from lineclear.models.base import resolve_config
 from lineclear.models.draem import ENTRY, DraemModel
-from lineclear.training import TrainSession
-
-
-
-
-def _load(paths, size) -> torch.Tensor:
-    return torch.from_numpy(np.stack([read_rgb(p, size) for p in paths])).permute(0, 3, 1, 2).contiguous()
 
 
 def _time(fn, reps: int = 2) -> float:
@@ -57,48 +52,17 @@ def _fast(model: DraemModel, x: torch.Tensor, batch: int = 8) -> torch.Tensor:
         return torch.cat([model(x[i : i + batch]).anomaly_map for i in range(0, x.shape[0], batch)])
 
 
-def bench_view(view_dir: Path, preset: str, quick: bool, overrides: dict | None = None) -> dict:
-    view = View(view_dir)
-    cfg = resolve_config(ENTRY, preset, overrides)
+def bench_view(vd: ViewData, preset: str, quick: bool, overrides: dict | None = None, train: bool = True) -> dict:
+    """Train and measure on ``vd``; with ``train=False`` only the speed part, on untrained weights."""
+    if train:
+        model, res = train_and_evaluate("draem", vd, preset, overrides)
+        cfg = model.config
+        res["steps"] = cfg.epochs * (cfg.steps_per_epoch or -(-res["train_images"] // cfg.batch_size))
+    else:
+        cfg = resolve_config(ENTRY, preset, overrides)
+        model, res = DraemModel(cfg).eval(), {"view": vd.name, "steps": 0}
     size = tuple(cfg.image_size)
-    train_paths = [s.path for s in view.train()]
-    images = _load(train_paths, size)
-    torch.manual_seed(cfg.seed)
-    model = ENTRY.build(cfg, False)
-    with tempfile.TemporaryDirectory() as tmp:
-        session = TrainSession(images=images, config=cfg, device=torch.device("cpu"), run_dir=Path(tmp), model_name="draem")
-        t0 = time.perf_counter()
-        ENTRY.train(model, session)
-        train_s = time.perf_counter() - t0
-    model.eval()
-
-    tests = view.test()
-    if quick:
-        tests = [s for s in tests if s.label == 0][:3] + [s for s in tests if s.label == 1][:3]
-    x = _load([s.path for s in tests], size)
-    labels = np.array([s.label for s in tests])
-    maps = _fast(model, x).numpy()
-    scores = model.image_score(torch.from_numpy(maps)).numpy()
-    gts = []
-    for s in tests:
-        g = view.gt_path(s)
-        gts.append((resize(read_gray(g), size) > 127) if g else np.zeros(size, bool))
-    gts = np.stack(gts)
-    roi = view.roi
-    res = {
-        "view": view.name,
-        "train_images": len(train_paths),
-        "steps": cfg.epochs * (cfg.steps_per_epoch or -(-len(train_paths) // cfg.batch_size)),
-        "train_s": round(train_s, 1),
-        "image_auroc": float(roc_auc_score(labels, scores)) if len(set(labels)) == 2 else None,
-        "pixel_auroc": float(roc_auc_score(gts.ravel(), maps.ravel())) if gts.any() else None,
-    }
-    if roi is not None:  # post-masking with the view's inspection mask
-        m = resize(read_gray(roi).astype(np.float32), size) > 0.5
-        pm = maps * m[None]
-        ps = model.image_score(torch.from_numpy(pm)).numpy()
-        res["image_auroc_roi"] = float(roc_auc_score(labels, ps)) if len(set(labels)) == 2 else None
-        res["pixel_auroc_roi"] = float(roc_auc_score(gts[:, m].ravel(), maps[:, m].ravel())) if gts[:, m].any() else None
+    x = torch.from_numpy(np.ascontiguousarray(vd.arrays(size, registered=False)["test"].transpose(0, 3, 1, 2)))
 
     # speed: trained weights in networks at 256² and 512² (fully convolutional)
     n = 4 if quick else 8
@@ -135,23 +99,26 @@ def main(argv: list[str]) -> dict:
 
         tmp = tempfile.TemporaryDirectory()
         data = tmp.name
-        generate(data, views=tuple(views), size=(768, 512), seed=0)
+        if quick:
+            generate(data, views=("A",), size=(384, 256), n_train=5, n_good=2, n_shifted=2, n_anomalous=4)
+        else:
+            generate(data, views=tuple(views), size=(768, 512), seed=0)
     # --set=key=value;key=value overrides preset settings (e.g. --set=epochs=4;recon_width=16)
     overrides = dict(kv.split("=", 1) for kv in (_arg(argv, "--set", "") or "").split(";") if kv)
-    rows = [bench_view(Path(data) / v, preset, quick, overrides) for v in views]
+    train = "--speed-only" not in argv
+    rows = []
+    for v in views:
+        rows.append(bench_view(ViewData(Path(data) / v, register=train), preset, quick, overrides, train))
+        print(f"{v}: {rows[-1]}", flush=True)
     if tmp is not None:
         tmp.cleanup()
 
-    def f(v, fmt="{:.3f}"):
-        return "-" if v is None else fmt.format(v)
-
-    print(f"DRAEM, preset {preset} {overrides or ''}, torch threads {torch.get_num_threads()}")
-    print(f"{'view':6} {'steps':>6} {'train s':>8} {'img AUROC':>9} {'pix AUROC':>9} {'img/ROI':>8} {'pix/ROI':>8} "
-          f"{'ms 256²':>8} {'x plain':>7} {'ms 512²':>8} {'x plain':>7}")
+    print(f"\nDRAEM, preset {preset} {overrides or ''}, torch threads {torch.get_num_threads()}")
+    head = ["view", "steps", "train s", "ms/img", *(h for _, _, h in QUALITY_COLUMNS), "ms 256²", "x plain", "ms 512²", "x plain"]
+    print(" | ".join(head))
     for r in rows:
-        print(f"{r['view']:6} {r['steps']:>6} {r['train_s']:>8.1f} {f(r['image_auroc']):>9} {f(r['pixel_auroc']):>9} "
-              f"{f(r.get('image_auroc_roi')):>8} {f(r.get('pixel_auroc_roi')):>8} {r['score_ms_256']:>8.1f} "
-              f"{r['speedup_256']:>7.2f} {r['score_ms_512']:>8.1f} {r['speedup_512']:>7.2f}")
+        print(" | ".join(str(c) for c in [r["view"], r["steps"], r.get("train_seconds", "-"), r.get("score_ms_per_image", "-"), *quality_cells(r),
+                                          r["score_ms_256"], r["speedup_256"], r["score_ms_512"], r["speedup_512"]]))
     return {"preset": preset, "overrides": overrides, "threads": torch.get_num_threads(), "views": rows}
 
 

@@ -14,7 +14,8 @@ Also measured in the same run:
   batching, position-aware search and bf16 autocast, as ratios in this process.
 
 Usage: ``python -m benchmarks models [--quick] [--data DIR] [--models a,b] [--views A,B]
-[--radii 0,1,2,none] [--margins 0,2,4,8] [--threads N] [--no-registration | --registered-only] [--no-speed]``. Without ``--data`` the dataset is generated
+[--radii 0,1,2,none] [--margins 0,2,4,8] [--threads N] [--no-registration | --registered-only] [--no-speed]
+[--preset fast] [--set "k=v;k=v"]``; ``--set`` overrides preset settings of every model benchmarked. Without ``--data`` the dataset is generated
 (seed 0) into ``bench-out/synth-models`` (``--quick``: a tiny one-view dataset in a temporary folder).
 """
 
@@ -236,6 +237,8 @@ def main(argv: list[str]) -> dict:
     radii = (_arg(argv, "--radii") or ("2,none" if quick else "0,1,2,3,4,none")).split(",")
     margins = [int(m) for m in (_arg(argv, "--margins") or ("0,4" if quick else "0,2,4,8")).split(",")]
     default_margin = int(_arg(argv, "--border-margin") or 4)
+    preset = _arg(argv, "--preset") or "fast"
+    overrides = dict(kv.split("=", 1) for kv in (_arg(argv, "--set") or "").split(";") if kv)
     variants = [v for v in ("raw", "registered") if not (v == "registered" and "--no-registration" in argv)
                 and not (v == "raw" and "--registered-only" in argv)]
     data_dir = _arg(argv, "--data")
@@ -254,7 +257,8 @@ def main(argv: list[str]) -> dict:
     root = Path(data_dir)
     views = (_arg(argv, "--views") or ",".join(sorted(p.name for p in root.iterdir() if (p / "train").is_dir()))).split(",")
     results: dict = {"models": {}, "radius": {}, "margin": {}, "views": views, "data": str(root)}
-    print(f"models {models} on views {views} of {root}; variants {variants}; torch threads {torch.get_num_threads()}")
+    print(f"models {models} on views {views} of {root}; variants {variants}; preset {preset} {overrides or ''}; "
+          f"torch threads {torch.get_num_threads()}")
     header = f"{'view':<5} {'variant':<10} {'model':<10} {'fit s':>7} {'ms/img':>8} {'cpu ms':>8} {'img AUROC':>9} {'px AUROC':>9} {'AUPRO':>7}"
     rows = []
     first_view = None
@@ -270,9 +274,9 @@ def main(argv: list[str]) -> dict:
                     continue
                 from lineclear.models.base import resolve_config
 
-                size = tuple(resolve_config(MODELS[name], "fast").image_size)
+                size = tuple(resolve_config(MODELS[name], preset, overrides).image_size)
                 data = vd.arrays(size, registered=reg)
-                model, cfg, fit_s = fit_model(name, "fast", data)
+                model, cfg, fit_s = fit_model(name, preset, data, overrides)
                 maps, ms, cpu_ms = score_all(model, data["test"], getattr(cfg, "batch_size", 8) or 8)
                 res = {"fit_seconds": round(fit_s, 2), "ms_per_image": round(ms, 1), "cpu_ms_per_image": round(cpu_ms, 1),
                        **evaluate_maps(model, maps, data, vd.labels, default_margin)}

@@ -228,12 +228,10 @@ def transform_qc(T: np.ndarray, image_size: tuple[int, int], ref_size: tuple[int
     det = float(np.linalg.det(J))
     if det <= 0:
         degenerate = True
-    # QR-style decomposition J = R(θ) · [[sx, k], [0, sy]]
-    sx = math.hypot(J[0, 0], J[1, 0])
+    # QR-style decomposition J = R(θ) · [[sx, k], [0, sy]]; only the shear k is used here
     theta = math.atan2(J[1, 0], J[0, 0])
     c_, s_ = math.cos(theta), math.sin(theta)
     k = c_ * J[0, 1] + s_ * J[1, 1]
-    sy = -s_ * J[0, 1] + c_ * J[1, 1]
     scale = math.sqrt(abs(det))
     sv = np.linalg.svd(J, compute_uv=False)
     local = []

@@ -280,6 +280,28 @@ def test_model_pre_masking_ignores_masked_out_content(tiny_model):
     assert not torch.allclose(a.anomaly_map, plain.anomaly_map)
 
 
+def test_feature_scale_resizes_what_the_extractor_sees():
+    torch.manual_seed(0)
+    seen = []
+    model = ENTRY.build(tiny_cfg(feature_scale=2.0), True).eval()
+    hook = model.feature_extractor.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape)))
+    imgs = scene(2, seed=3)
+    imgs[1, :, 5:12, 8:20] = 1.0
+    with torch.no_grad():
+        out = model(imgs)
+        single = model(imgs[1:])
+    hook.remove()
+    assert seen[0] == (4, 3, 48, 64)  # input and reconstruction of 2 images, each side doubled
+    assert out.anomaly_map.shape == (2, 24, 32)  # the map stays at the model resolution
+    assert torch.allclose(out.anomaly_map[1], single.anomaly_map[0], rtol=1e-4, atol=1e-6)
+    plain = ENTRY.build(tiny_cfg(feature_scale=1.0), True).eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(plain(imgs).anomaly_map, out.anomaly_map)
+    with pytest.raises(UsageError, match="feature_scale"):
+        tiny_cfg(feature_scale=0)
+
+
 def test_state_dict_holds_feature_extractor(tiny_model):
     keys = tiny_model.state_dict().keys()
     assert any(k.startswith("unet.") for k in keys)

@@ -41,6 +41,9 @@ class DdadConfig(BaseConfig):
     backbone: str = "wide_resnet101_2"
     backbone_weights: str = "auto"
     feature_layers: tuple[int, ...] = (2, 3)
+    # input and reconstruction are resized by this factor (bilinear) before the feature extractor,
+    # so a low-resolution diffusion still gets feature maps fine enough to localise (1 = as DDAD)
+    feature_scale: float = 1.0
     # domain adaptation (L_DA)
     domain_adaptation: bool = True
     da_epochs: int = 4
@@ -83,6 +86,8 @@ def validate(cfg: DdadConfig) -> None:
         bad("batch sizes must be ≥ 1")
     if cfg.epochs < 0 or cfg.da_epochs < 0:
         bad("epochs must be ≥ 0")
+    if not 0 < cfg.feature_scale <= 16:
+        bad(f"feature_scale must be in (0, 16], got {cfg.feature_scale}")
     if cfg.v < 0 or cfg.blur_sigma < 0 or cfg.lambda_dl < 0 or cfg.eta < 0:
         bad("v, blur_sigma, lambda_dl and eta must be ≥ 0")
     if cfg.checkpoint_every < 0:
@@ -119,6 +124,7 @@ PRESETS: dict[str, dict] = {
         unet_attention_res=8,
         unet_heads=4,
         backbone="tf_efficientnet_lite0",
+        feature_scale=4.0,  # features of a 256x384 upsampling: lite0's layers 2/3 give 32x48 / 16x24 cells
         blur_sigma=2.0,
         da_epochs=4,
         da_batch_size=8,
@@ -135,6 +141,7 @@ PRESETS: dict[str, dict] = {
         unet_attention_res=8,
         unet_heads=2,
         backbone="tf_efficientnet_lite0",
+        feature_scale=4.0,
         blur_sigma=1.0,
         da_epochs=1,
         da_batch_size=8,

@@ -105,7 +105,7 @@ def adapt_feature_extractor(
             y = images[targets[s : s + batch_size].to(images.device)]
             recon = model.reconstruct(x, target=y, w=w_da, noise=lambda x=x: torch.randn_like(x)).detach()
             with _autocast(images.device, getattr(model.config, "bf16", False)):
-                loss, parts = da_loss(fe, frozen, recon, y, lambda_dl)
+                loss, parts = da_loss(fe, frozen, model.feature_input(recon), model.feature_input(y), lambda_dl)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lineclear.models.base import AnomalyModel, AnomalyOutput
@@ -85,8 +86,18 @@ class DdadModel(AnomalyModel):
             )
         return ((out.float() + 1) / 2).clamp(0, 1)
 
+    def feature_input(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) → what the feature extractor sees: resized by ``feature_scale``."""
+        s = float(self.config.feature_scale)
+        if s == 1.0:
+            return images
+        h, w = images.shape[-2:]
+        size = (max(1, round(h * s)), max(1, round(w * s)))
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """(B,3,H,W) [0,1] → feature maps of the layers in ``feature_layers`` (float32)."""
+        images = self.feature_input(images)
         with autocast(images.device, self.config.bf16):
             feats = self.feature_extractor(images)
         return [f.float() for f in feats]

@@ -26,7 +26,7 @@ from typing import Any
 from lineclear.dataset import View
 from lineclear.errors import FormatError, LineclearError, OutputExistsError, UsageError
 from lineclear.formats import read_mask, read_thresholds, sha256_file
-from lineclear.formats.deploy import MANIFEST_NAME, Bundle, read_manifest, write_manifest
+from lineclear.formats.deploy import MANIFEST_NAME, Bundle, ViewSpec, read_manifest, write_manifest
 from lineclear.formats.run import read_run_config
 from lineclear.images import image_size
 
@@ -34,24 +34,10 @@ DEFAULT_PATTERN = "{view}"  # a token of the file name, see lineclear.check.name
 
 
 @dataclass
-class ViewSource:
-    """One view's pieces before they are copied into a bundle (absolute source paths)."""
+class ViewSource(ViewSpec):
+    """One view's pieces before they are copied into a bundle: a :class:`ViewSpec` whose paths are
+    absolute source paths (``run`` = the training run's config), plus notes for the user."""
 
-    name: str
-    model: str
-    checkpoint: Path
-    thresholds: Path
-    reference: Path
-    mask: Path | None
-    mask_stage: str
-    border_margin: int
-    image_size: tuple[int, int]
-    map_size: tuple[int, int]
-    pattern: str
-    registration: dict[str, Any] | None
-    image_qc: dict[str, Any]
-    run_config: Path | None = None
-    provenance: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -207,7 +193,7 @@ def view_from_run(
         reference=Path(ref_path).resolve(), mask=mask_path.resolve() if mask_path else None, mask_stage=stage,
         border_margin=int(border_margin), image_size=ref_size, map_size=map_size,
         pattern=(pattern or DEFAULT_PATTERN).replace("{view}", name), registration=registration, image_qc=qc,
-        run_config=run_cfg_path.resolve() if run_cfg_path else None,
+        run=run_cfg_path.resolve() if run_cfg_path else None,
         provenance={
             "run_dir": str(run.resolve()), "view_dir": view_dir, "checkpoint": str(ckpt.resolve()),
             "checkpoint_sha256": ckpt_sha, "thresholds": str(thr_path.resolve()),
@@ -249,15 +235,15 @@ def build_bundle(out: str | os.PathLike, sources: list[ViewSource], overwrite: b
                 "thresholds": f"{s.name}/thresholds.json",
                 "reference": f"{s.name}/reference{s.reference.suffix.lower() or '.png'}",
                 "mask": f"{s.name}/mask.png" if s.mask else None,
-                "run": f"{s.name}/run.json" if s.run_config else None,
+                "run": f"{s.name}/run.json" if s.run else None,
             }
             shutil.copyfile(s.checkpoint, tmp / rel["checkpoint"])
             shutil.copyfile(s.thresholds, tmp / rel["thresholds"])
             shutil.copyfile(s.reference, tmp / rel["reference"])
             if s.mask:
                 shutil.copyfile(s.mask, tmp / rel["mask"])
-            if s.run_config:
-                shutil.copyfile(s.run_config, tmp / rel["run"])
+            if s.run:
+                shutil.copyfile(s.run, tmp / rel["run"])
             entries[s.name] = {
                 "model": s.model, **rel, "mask_stage": s.mask_stage, "border_margin": s.border_margin,
                 "image_size": list(s.image_size), "map_size": list(s.map_size), "pattern": s.pattern,

@@ -35,6 +35,19 @@ def _scene(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread is faster than two, and several times faster on a shared,
+    loaded CPU (no OpenMP barriers waiting for a descheduled sibling). Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
 def tiny_view(tmp_path: Path) -> Path:
     """data/V with 6 train images, 2 good + 2 anomalous test images, GT masks, roi.png (32x48)."""
     rng = np.random.default_rng(0)

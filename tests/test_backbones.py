@@ -20,13 +20,7 @@ from lineclear.models.backbones import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small tensors: one intra-op thread is faster, and much faster on a loaded shared machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _imagenet_top5(model: torch.nn.Module, name: str, photo: np.ndarray) -> list[str]:

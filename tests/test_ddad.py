@@ -20,14 +20,7 @@ from lineclear.models.ddad.unet import UNet, timestep_embedding
 ENTRY = MODELS["ddad"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these tensors are tiny: on a shared, loaded CPU one thread is several times faster
-    # than two (no OpenMP barriers waiting for a descheduled sibling)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cfg(**kw):

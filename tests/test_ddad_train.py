@@ -16,24 +16,16 @@ from lineclear.models.base import config_from_dict, resolve_config
 from lineclear.models.ddad.train import checkpoint_epochs
 from lineclear.training import TrainSession
 from tests.conftest import run_cli
+from tests.test_ddad import tiny_cfg
 
 ENTRY = MODELS["ddad"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors on a shared CPU: see test_ddad.py
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cfg(**kw):
-    base = dict(image_size=(24, 32), unet_channels=(8, 16), unet_res_blocks=1, unet_attention_res=12,
-                unet_heads=2, backbone="tf_efficientnet_lite0", backbone_weights="none", epochs=3,
-                batch_size=4, da_epochs=1, da_batch_size=4, blur_sigma=1.0)
-    base.update(kw)
-    return resolve_config(ENTRY, "demo", base)
+    return tiny_cfg(**{"epochs": 3, **kw})
 
 
 def images(n=5, seed=0):

@@ -19,13 +19,7 @@ from lineclear.models.draem.perlin import perlin_2d, perlin_mask
 from lineclear.models.draem.textures import FolderTextures, ProceduralTextures, make_texture_source
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions: one thread avoids OpenMP contention on a shared, loaded CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**kw) -> DraemConfig:

@@ -6,18 +6,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from lineclear.formats import MapsFile, load_checkpoint, read_mask
 from tests.conftest import run_cli
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_train_then_score_pre_and_post(tiny_view, tmp_path):

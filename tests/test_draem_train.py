@@ -13,12 +13,7 @@ from lineclear.models.draem import ENTRY, DraemConfig
 from lineclear.training import TrainSession
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**kw) -> DraemConfig:

@@ -22,13 +22,7 @@ from tests.conftest import run_cli
 SIZE = (64, 96)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small tensors: one intra-op thread is faster, and much faster on a loaded shared machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _scenes(n: int, seed: int = 0, size=SIZE) -> torch.Tensor:

@@ -8,7 +8,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -116,6 +116,27 @@ def read_json(path: str | os.PathLike, schema: str) -> dict:
     if not isinstance(doc, dict) or "schema" not in doc:
         raise FormatError(f"{path}: not a lineclear file (no 'schema' key; expected {schema})")
     check_schema(path, doc["schema"], schema)
+    return doc
+
+
+def write_checked_json(path: str | os.PathLike, doc: dict[str, Any], schema: str,
+                       validate: Callable[[Path, dict[str, Any]], None], overwrite: bool = False) -> Path:
+    """Stamp ``doc`` with the lineclear version and UTC time, ``validate`` it, write it atomically."""
+    import datetime as _dt
+
+    from lineclear import __version__
+
+    doc = dict(doc)
+    doc.setdefault("lineclear_version", __version__)
+    doc.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    validate(Path(path), {"schema": schema, **doc})
+    return write_json(path, doc, schema, overwrite)
+
+
+def read_checked_json(path: str | os.PathLike, schema: str, validate: Callable[[Path, dict[str, Any]], None]) -> dict:
+    """Read a JSON file of ``schema`` and ``validate`` it (one clear line on any problem)."""
+    doc = read_json(path, schema)
+    validate(Path(path), doc)
     return doc
 
 

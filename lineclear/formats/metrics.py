@@ -34,15 +34,13 @@ Every undefined metric is ``null`` (JSON has no NaN) and ``notes`` says why.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from lineclear import __version__
 from lineclear.errors import FormatError
-from lineclear.formats._io import read_json, write_json
+from lineclear.formats._io import read_checked_json, write_checked_json
 
 METRICS_SCHEMA = "lineclear.metrics/1"
 SUMMARY_KEYS = ("auroc_image", "auroc_pixel", "aupro", "ap", "iou", "accuracy")
@@ -50,17 +48,11 @@ SUMMARY_KEYS = ("auroc_image", "auroc_pixel", "aupro", "ap", "iou", "accuracy")
 
 def write_metrics(path: str | os.PathLike, doc: dict[str, Any], overwrite: bool = False) -> Path:
     """Validate ``doc`` and write it atomically (refuses an existing file unless ``overwrite``)."""
-    doc = dict(doc)
-    doc.setdefault("lineclear_version", __version__)
-    doc.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    validate_metrics(Path(path), {"schema": METRICS_SCHEMA, **doc})
-    return write_json(path, doc, METRICS_SCHEMA, overwrite)
+    return write_checked_json(path, doc, METRICS_SCHEMA, validate_metrics, overwrite)
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
-    doc = read_json(path, METRICS_SCHEMA)
-    validate_metrics(Path(path), doc)
-    return doc
+    return read_checked_json(path, METRICS_SCHEMA, validate_metrics)
 
 
 def validate_metrics(path: Path, doc: dict[str, Any]) -> None:

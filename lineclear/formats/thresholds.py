@@ -19,15 +19,13 @@ lineclear_version    version that wrote it; ``created_utc`` when
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from lineclear import __version__
 from lineclear.errors import FormatError
-from lineclear.formats._io import read_json, write_json
+from lineclear.formats._io import read_checked_json, write_checked_json
 
 THRESHOLDS_SCHEMA = "lineclear.thresholds/1"
 METHODS = ("max", "quantile", "ksigma")
@@ -35,17 +33,11 @@ METHODS = ("max", "quantile", "ksigma")
 
 def write_thresholds(path: str | os.PathLike, doc: dict[str, Any], overwrite: bool = False) -> Path:
     """Validate ``doc`` (without schema) and write it atomically."""
-    doc = dict(doc)
-    doc.setdefault("lineclear_version", __version__)
-    doc.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    _validate(Path(path), {"schema": THRESHOLDS_SCHEMA, **doc})
-    return write_json(path, doc, THRESHOLDS_SCHEMA, overwrite)
+    return write_checked_json(path, doc, THRESHOLDS_SCHEMA, _validate, overwrite)
 
 
 def read_thresholds(path: str | os.PathLike) -> dict[str, Any]:
-    doc = read_json(path, THRESHOLDS_SCHEMA)
-    _validate(Path(path), doc)
-    return doc
+    return read_checked_json(path, THRESHOLDS_SCHEMA, _validate)
 
 
 def _validate(path: Path, doc: dict[str, Any]) -> None:

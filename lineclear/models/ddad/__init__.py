@@ -6,8 +6,6 @@ reference code.
 
 from __future__ import annotations
 
-import logging
-
 from lineclear.models.base import ModelEntry
 from lineclear.models.ddad.config import PRESETS, DdadConfig, validate
 from lineclear.models.ddad.model import DdadModel
@@ -19,18 +17,13 @@ def build(cfg: DdadConfig, pretrained: bool = True) -> DdadModel:
     from lineclear.models.backbones import create_feature_extractor
 
     validate(cfg)
-    if pretrained:
-        fe = create_feature_extractor(cfg.backbone, weights=cfg.backbone_weights, out_indices=tuple(cfg.feature_layers))
-    else:
-        # random weights are only a placeholder here: the checkpoint's state dict replaces
-        # them, so the backbone module's "random weights" warning would be misleading
-        blog = logging.getLogger("lineclear.backbones")
-        level = blog.level
-        blog.setLevel(logging.ERROR)
-        try:
-            fe = create_feature_extractor(cfg.backbone, weights="none", out_indices=tuple(cfg.feature_layers))
-        finally:
-            blog.setLevel(level)
+    # without ``pretrained`` a checkpoint's state dict replaces the random weights: no warning then
+    fe = create_feature_extractor(
+        cfg.backbone,
+        weights=cfg.backbone_weights if pretrained else "none",
+        out_indices=tuple(cfg.feature_layers),
+        warn_random=pretrained,
+    )
     return DdadModel(cfg, fe)
 
 

@@ -94,6 +94,18 @@ def validate(cfg: DdadConfig) -> None:
         bad("checkpoint_every must be ≥ 0")
 
 
+# what the CPU presets share: a small U-Net and lite0, whose ImageNet weights ship with the package;
+# features of a ×4 upsampling (at 64x96 lite0's layers 2/3 would be 8x12 / 4x6 cells, at ×4 32x48 / 16x24)
+_CPU: dict = dict(
+    batch_size=8,
+    weight_decay=0.0,
+    unet_res_blocks=1,
+    unet_attention_res=8,
+    backbone="tf_efficientnet_lite0",
+    feature_scale=4.0,
+    da_batch_size=8,
+)
+
 PRESETS: dict[str, dict] = {
     # The thesis: 512×512, 3000 epochs, batch 1, checkpoints every 250 epochs from 2000;
     # DDAD's diffusion settings; the U-Net widths the reference picks for 512 px
@@ -114,36 +126,24 @@ PRESETS: dict[str, dict] = {
     ),
     # CPU: see README.md for the measurements behind these values.
     "fast": dict(
+        **_CPU,
         image_size=(64, 96),
         epochs=400,
-        batch_size=8,
         lr=1e-3,
-        weight_decay=0.0,
         unet_channels=(16, 32, 64, 96),
-        unet_res_blocks=1,
-        unet_attention_res=8,
         unet_heads=4,
-        backbone="tf_efficientnet_lite0",
-        feature_scale=4.0,  # features of a 256x384 upsampling: lite0's layers 2/3 give 32x48 / 16x24 cells
         blur_sigma=2.0,
         da_epochs=4,
-        da_batch_size=8,
     ),
     # about a minute for a whole view: a toy network, for demos and smoke tests
     "demo": dict(
+        **_CPU,
         image_size=(32, 48),
         epochs=40,
-        batch_size=8,
         lr=2e-3,
-        weight_decay=0.0,
         unet_channels=(16, 32),
-        unet_res_blocks=1,
-        unet_attention_res=8,
         unet_heads=2,
-        backbone="tf_efficientnet_lite0",
-        feature_scale=4.0,
         blur_sigma=1.0,
         da_epochs=1,
-        da_batch_size=8,
     ),
 }

@@ -68,3 +68,10 @@ def test_reproduction_makefile_end_to_end(tmp_path: Path) -> None:
     # a second make has nothing to do
     q = _make(out, question=True)
     assert q.returncode == 0, "a second make would rebuild something:\n" + _make(out, "-n").stdout[-2000:]
+    # ... and a configuration added to CONFIGS, or a deleted result, is rebuilt without retraining
+    (out / "eval" / "template" / "A" / "po-m-r" / "metrics.json").unlink()
+    plan = _make(out, "-n", f"CONFIGS={CONFIGS} po-nm-r").stdout
+    assert " train " not in plan, plan[-2000:]
+    for model in MODELS.split():
+        assert f"maps/{model}/A/po-nm-r-test.h5" in plan and f"--out {out}/eval/{model}/A/po-nm-r" in plan, plan[-2000:]
+    assert f"--out {out}/eval/template/A/po-m-r" in plan, plan[-2000:]

@@ -14,12 +14,11 @@ compared across loaded and quiet runs (``train_per_ref`` = training seconds / re
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
+from benchmarks._args import dataset, settings
 from benchmarks._args import option as _arg
 from benchmarks._quality import QUALITY_COLUMNS, quality_cells, train_and_evaluate
 from benchmarks.bench_models import ViewData
@@ -46,21 +45,11 @@ def main(argv: list[str]) -> dict:
     if _arg(argv, "--threads"):
         torch.set_num_threads(int(_arg(argv, "--threads")))
     views = (_arg(argv, "--views", "A" if quick else "A,A2,B,B2,C") or "A").split(",")
-    data = _arg(argv, "--data")
-    # --set="k=v;k=v": any DdadConfig field, e.g. --set="feature_layers=1,2;w=4"
-    overrides = dict(kv.split("=", 1) for kv in (_arg(argv, "--set", "") or "").split(";") if kv)
+    overrides = settings(argv)  # any DdadConfig field, e.g. --set="feature_layers=1,2;w=4"
     ref = reference_seconds()
     print(f"reference conv workload: {ref * 1000:.0f} ms; torch threads {torch.get_num_threads()}")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench_ddad_") as tmp:
-        root = Path(data) if data else Path(tmp) / "synth"
-        if not data:
-            from lineclear.synth import generate
-
-            if quick:
-                generate(root, views=("A",), size=(384, 256), n_train=5, n_good=2, n_shifted=2, n_anomalous=4)
-            else:
-                generate(root, views=tuple(views), size=(768, 512), seed=0)
+    with dataset(argv, views, quick) as root:
         for v in views:
             _, r = train_and_evaluate("ddad", ViewData(root / v, register=True), preset, overrides)
             r["train_per_ref"] = round(r["train_seconds"] / ref, 1)

@@ -11,13 +11,12 @@ eager fp32 loop of the same network.
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks._args import dataset, settings
 from benchmarks._args import option as _arg
 from benchmarks._quality import QUALITY_COLUMNS, quality_cells, train_and_evaluate
 from benchmarks.bench_models import ViewData
@@ -91,27 +90,14 @@ def main(argv: list[str]) -> dict:
     threads = _arg(argv, "--threads")
     if threads:
         torch.set_num_threads(int(threads))
-    data = _arg(argv, "--data")
     views = (_arg(argv, "--views", "A" if quick else "A,A2,B,B2,C") or "A").split(",")
-    tmp = None
-    if data is None:
-        from lineclear.synth import generate
-
-        tmp = tempfile.TemporaryDirectory()
-        data = tmp.name
-        if quick:
-            generate(data, views=("A",), size=(384, 256), n_train=5, n_good=2, n_shifted=2, n_anomalous=4)
-        else:
-            generate(data, views=tuple(views), size=(768, 512), seed=0)
-    # --set=key=value;key=value overrides preset settings (e.g. --set=epochs=4;recon_width=16)
-    overrides = dict(kv.split("=", 1) for kv in (_arg(argv, "--set", "") or "").split(";") if kv)
+    overrides = settings(argv)
     train = "--speed-only" not in argv
     rows = []
-    for v in views:
-        rows.append(bench_view(ViewData(Path(data) / v, register=train), preset, quick, overrides, train))
-        print(f"{v}: {rows[-1]}", flush=True)
-    if tmp is not None:
-        tmp.cleanup()
+    with dataset(argv, views, quick) as root:
+        for v in views:
+            rows.append(bench_view(ViewData(root / v, register=train), preset, quick, overrides, train))
+            print(f"{v}: {rows[-1]}", flush=True)
 
     print(f"\nDRAEM, preset {preset} {overrides or ''}, torch threads {torch.get_num_threads()}")
     head = ["view", "steps", "train s", "ms/img", *(h for _, _, h in QUALITY_COLUMNS), "ms 256²", "x plain", "ms 512²", "x plain"]

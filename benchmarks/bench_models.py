@@ -21,13 +21,13 @@ Usage: ``python -m benchmarks models [--quick] [--data DIR] [--models a,b] [--vi
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks._args import dataset, settings
 from benchmarks._args import option as _arg
 from lineclear import metrics as M
 from lineclear.dataset import View
@@ -227,6 +227,14 @@ def speed_patchcore(view: ViewData, quick: bool) -> dict:
 
 # --------------------------------------------------------------------------------------------
 def main(argv: list[str]) -> dict:
+    from lineclear.synth import VIEWS
+
+    views = _arg(argv, "--views")
+    with dataset(argv, views.split(",") if views else VIEWS, "--quick" in argv, cache="bench-out/synth-models") as root:
+        return _run(argv, root)
+
+
+def _run(argv: list[str], root: Path) -> dict:
     quick = "--quick" in argv
     if _arg(argv, "--threads"):
         # on a shared, overloaded machine one intra-op thread is far faster than two spinning ones
@@ -238,23 +246,9 @@ def main(argv: list[str]) -> dict:
     margins = [int(m) for m in (_arg(argv, "--margins") or ("0,4" if quick else "0,2,4,8")).split(",")]
     default_margin = int(_arg(argv, "--border-margin") or 4)
     preset = _arg(argv, "--preset") or "fast"
-    overrides = dict(kv.split("=", 1) for kv in (_arg(argv, "--set") or "").split(";") if kv)
+    overrides = settings(argv)
     variants = [v for v in ("raw", "registered") if not (v == "registered" and "--no-registration" in argv)
                 and not (v == "raw" and "--registered-only" in argv)]
-    data_dir = _arg(argv, "--data")
-    tmp = None
-    if data_dir is None:
-        from lineclear.synth.generate import generate
-
-        if quick:
-            tmp = tempfile.TemporaryDirectory()
-            data_dir = tmp.name
-            generate(data_dir, views=("A",), size=(384, 256), n_train=5, n_good=2, n_shifted=2, n_anomalous=4)
-        else:
-            data_dir = "bench-out/synth-models"
-            if not Path(data_dir, "A").is_dir():
-                generate(data_dir, seed=0, overwrite=True)
-    root = Path(data_dir)
     views = (_arg(argv, "--views") or ",".join(sorted(p.name for p in root.iterdir() if (p / "train").is_dir()))).split(",")
     results: dict = {"models": {}, "radius": {}, "margin": {}, "views": views, "data": str(root)}
     print(f"models {models} on views {views} of {root}; variants {variants}; preset {preset} {overrides or ''}; "
@@ -311,8 +305,6 @@ def main(argv: list[str]) -> dict:
     _print_sweeps(results, radii, margins)
     if "--no-speed" not in argv and "patchcore" in models and first_view is not None:
         results["speed"] = speed_patchcore(first_view, quick)
-    if tmp is not None:
-        tmp.cleanup()
     return results
 
 

@@ -35,6 +35,18 @@ def _scene(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 @pytest.fixture
+def restore_thread_counts():
+    """The checker sets PyTorch's and OpenCV's process-wide thread counts; give other tests theirs back."""
+    import cv2
+    import torch
+
+    t, c = torch.get_num_threads(), cv2.getNumThreads()
+    yield
+    torch.set_num_threads(t)
+    cv2.setNumThreads(c)
+
+
+@pytest.fixture
 def one_torch_thread():
     """Tiny tensors: one intra-op thread is faster than two, and several times faster on a shared,
     loaded CPU (no OpenMP barriers waiting for a descheduled sibling). Modules opt in with

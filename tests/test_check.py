@@ -71,16 +71,7 @@ def _overlap(a, b) -> float:
     return ix * iy / min(a[2] * a[3], b[2] * b[3])
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """The checker sets PyTorch's and OpenCV's process-wide thread counts; give other tests theirs back."""
-    import cv2 as _cv2
-    import torch as _torch
-
-    t, c = _torch.get_num_threads(), _cv2.getNumThreads()
-    yield
-    _torch.set_num_threads(t)
-    _cv2.setNumThreads(c)
+pytestmark = pytest.mark.usefixtures("restore_thread_counts")
 
 
 # -- exit codes ------------------------------------------------------------------------------------------

@@ -16,19 +16,7 @@ import pytest
 from lineclear.formats import read_mask
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """The checker sets PyTorch's and OpenCV's process-wide thread counts; give other tests theirs back."""
-    import cv2 as _cv2
-    import torch as _torch
-
-    t, c = _torch.get_num_threads(), _cv2.getNumThreads()
-    yield
-    _torch.set_num_threads(t)
-    _cv2.setNumThreads(c)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("restore_thread_counts")]
 
 
 def _bbox(mask: np.ndarray) -> list[int]:

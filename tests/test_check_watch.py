@@ -16,16 +16,7 @@ from tests.test_check import LEAFLET, _image, bundle  # noqa: F401 - the module-
 from tests.test_deploy import make_scene  # noqa: F401
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """The checker sets PyTorch's and OpenCV's process-wide thread counts; give other tests theirs back."""
-    import cv2 as _cv2
-    import torch as _torch
-
-    t, c = _torch.get_num_threads(), _cv2.getNumThreads()
-    yield
-    _torch.set_num_threads(t)
-    _cv2.setNumThreads(c)
+pytestmark = pytest.mark.usefixtures("restore_thread_counts")
 
 
 def _slow_write(data: bytes, dest: Path, chunks: int = 6, pause: float = 0.25) -> threading.Thread:

@@ -92,12 +92,13 @@ def create_feature_extractor(
     weights: str | os.PathLike | None = "auto",
     out_indices: tuple[int, ...] = (1, 2, 3),
     *,
-    warn_random: bool = True,
+    for_checkpoint: bool = False,
 ) -> FeatureExtractor:
     """Build ``name`` (any timm model) as a feature extractor with offline weights (see module doc).
 
-    ``weights``: a path, ``"auto"``, or ``"none"``/``None`` (random). ``warn_random=False`` silences the
-    random-weights warning when a checkpoint's state dict replaces the weights right after. Raises :class:`UsageError` for an
+    ``weights``: a path, ``"auto"``, or ``"none"``/``None`` (random). ``for_checkpoint=True``: a
+    checkpoint's state dict replaces the weights right after, so ``weights`` is ignored, none are
+    looked for and there is no random-weights warning. Raises :class:`UsageError` for an
     unknown name, :class:`LineclearError` when no weights are found or they do not fit.
     """
     import timm
@@ -107,7 +108,9 @@ def create_feature_extractor(
         body = timm.create_model(name, features_only=True, out_indices=tuple(out_indices), pretrained=False)
     except (RuntimeError, ValueError, AssertionError, IndexError) as exc:
         raise UsageError(f"backbone {name!r} cannot give features {tuple(out_indices)}: {str(exc).splitlines()[0]}") from None
-    source = _load_into(body, name, weights, warn_random)
+    if for_checkpoint:
+        weights = "none"
+    source = _load_into(body, name, weights, warn_random=not for_checkpoint)
     mean, std = _norm_stats(name)
     return FeatureExtractor(body.eval(), name, mean, std, source).eval()
 

@@ -17,13 +17,7 @@ def build(cfg: DdadConfig, pretrained: bool = True) -> DdadModel:
     from lineclear.models.backbones import create_feature_extractor
 
     validate(cfg)
-    # without ``pretrained`` a checkpoint's state dict replaces the random weights: no warning then
-    fe = create_feature_extractor(
-        cfg.backbone,
-        weights=cfg.backbone_weights if pretrained else "none",
-        out_indices=tuple(cfg.feature_layers),
-        warn_random=pretrained,
-    )
+    fe = create_feature_extractor(cfg.backbone, cfg.backbone_weights, tuple(cfg.feature_layers), for_checkpoint=not pretrained)
     return DdadModel(cfg, fe)
 
 

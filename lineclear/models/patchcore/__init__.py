@@ -16,12 +16,7 @@ def build(cfg: PatchCoreConfig, pretrained: bool = True) -> PatchCoreModel:
     from lineclear.models.backbones import create_feature_extractor
 
     validate(cfg)
-    fe = create_feature_extractor(
-        cfg.backbone,
-        weights=cfg.backbone_weights if pretrained else "none",
-        out_indices=tuple(cfg.layers),
-        warn_random=pretrained,
-    )
+    fe = create_feature_extractor(cfg.backbone, cfg.backbone_weights, tuple(cfg.layers), for_checkpoint=not pretrained)
     return PatchCoreModel(cfg, fe)
 
 

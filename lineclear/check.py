@@ -8,9 +8,9 @@ reference **once**, and warms the models up. :meth:`Checker.check` then takes on
    (black, saturated or uniform: camera covered, lights off, sensor fault);
 2. register it to the view's reference with quality control (:mod:`lineclear.register`): a failed
    registration means the camera moved beyond what can be trusted;
-3. score it with the view's model, mask and mask stage, exactly as the thresholds were calibrated, with
-   the registration validity mask eroded by the border margin (pixels from outside the frame never count:
-   :func:`lineclear.scoring.score_arrays` gives them to the model as a pre-mask, as ``lineclear score`` does);
+3. score it with the view's model, mask and mask stage, exactly as the thresholds were calibrated
+   (:func:`lineclear.scoring.score_arrays`, as ``lineclear score`` does): the scene is continued from the
+   reference outside the camera frame, and the seam, eroded by the border margin, never counts;
 4. compare the image score with the image threshold (strictly greater → ``leftover``) and find the
    connected components (8-connected) of the map above the pixel threshold: bounding box, area and peak,
    mapped back to the **original image's** pixel coordinates through the map→reference scale and the
@@ -251,6 +251,7 @@ class _View:
     pixel_threshold: float | None = None
     roi: np.ndarray | None = None  # (h,w) bool at map size
     registrar: Any = None
+    fill: np.ndarray | None = None  # (h,w,3) float32: the reference at map size, continues the scene at the seam
     image_qc: ImageQC = field(default_factory=ImageQC)
 
 
@@ -258,7 +259,7 @@ class _View:
 class _Prepared:
     raw: np.ndarray  # the image as stored (for the overlay)
     x: np.ndarray  # (h,w,3) float32 registered, at map size
-    valid: np.ndarray | None  # (h,w) bool at map size, eroded
+    valid: np.ndarray | None  # (h,w) bool at map size (not eroded: scoring erodes by the border margin)
     transform: np.ndarray  # (3,3) image → reference
     registration: dict[str, Any] | None
     stats: dict[str, float]
@@ -334,6 +335,7 @@ class Checker:
             from lineclear.register import RegistrationConfig, Registrar
 
             v.registrar = Registrar(ref, RegistrationConfig.from_dict(spec.registration))
+            v.fill = resize_image(to_float_rgb(ref), tuple(spec.map_size))
         v.image_qc = ImageQC.from_dict(spec.image_qc)
         v.model = model
 
@@ -469,11 +471,7 @@ class Checker:
         x = to_float_rgb(warped)
         if x.shape[:2] != tuple(spec.map_size):
             x = resize_image(x, tuple(spec.map_size))
-        valid = None
-        if valid_ref is not None:
-            from lineclear.scoring import _erode  # the very erosion `lineclear score` applies
-
-            valid = _erode(resize_mask(valid_ref, tuple(spec.map_size)), spec.border_margin)
+        valid = None if valid_ref is None else resize_mask(valid_ref, tuple(spec.map_size))
         timings["resize"] = _ms(t)
         return _Prepared(raw, x, valid, np.asarray(T, np.float64), reg, stats, timings)
 
@@ -494,7 +492,7 @@ class Checker:
         stage = spec.mask_stage if v.roi is not None else "none"
         maps, scores, count = score_arrays(
             v.model, prep.x[None], roi=v.roi, valid=None if prep.valid is None else prep.valid[None],
-            mask_stage=stage, device=self.device, bf16=self.bf16)
+            mask_stage=stage, border_margin=spec.border_margin, fill=v.fill, device=self.device, bf16=self.bf16)
         timings["score"] = _ms(t)
         amap, score = maps[0], float(scores[0])
         counted = None if count is None else count[0]

@@ -137,12 +137,19 @@ class View:
         d = self.dir / "test"
         return sorted(p.name for p in d.iterdir() if p.is_dir() and p.name != GOOD) if d.is_dir() else []
 
-    @property
-    def reference(self) -> Path:
+    def reference_file(self) -> Path | None:
+        """The view's own ``reference.<ext>``, or None (no fallback to a training image)."""
         for ext in IMAGE_EXTENSIONS:
             p = self.dir / f"reference{ext}"
             if p.is_file():
                 return p
+        return None
+
+    @property
+    def reference(self) -> Path:
+        p = self.reference_file()
+        if p is not None:
+            return p
         train = self.train() or [self._sample(p, "train") for p in list_images(self.dir / "train")]
         if not train:
             raise LineclearError(f"{self.dir}: no reference image and no training image to use instead")
@@ -184,3 +191,60 @@ def valid_path_for(image: str | os.PathLike, view_dir: str | os.PathLike | None 
         return None
     p = Path(view_dir) / "valid" / rel.parent / f"{image.stem}_valid.png"
     return p if p.is_file() else None
+
+
+class RegisteredLookup:
+    """Where the validity mask and the reference of a registered image are.
+
+    ``lineclear register`` leaves a marker (:data:`lineclear.formats.registration.MARKER_NAME`) in every
+    output folder, naming the reference and the folder of validity masks: a view's ``valid/`` or a plain
+    folder's ``<out>_valid/``. This follows it; images of a registered view without a marker (written by an
+    older lineclear) fall back to the view layout ``<view>/valid/``. ``valid_dir`` overrides both: masks in
+    ``valid_dir/<path relative to base>/<stem>_valid.png``.
+    """
+
+    def __init__(self, valid_dir: str | os.PathLike | None = None, base: str | os.PathLike | None = None) -> None:
+        self.valid_dir = Path(valid_dir) if valid_dir is not None else None
+        self.base = Path(base).resolve() if base is not None else None
+        self._markers: dict[Path, dict] = {}
+
+    def marker(self, image: str | os.PathLike) -> dict | None:
+        from lineclear.formats.registration import find_marker, read_marker
+
+        m = find_marker(image)
+        if m is None:
+            return None
+        if m not in self._markers:
+            self._markers[m] = {**read_marker(m), "folder": m.parent.resolve()}
+        return self._markers[m]
+
+    def valid_path(self, image: str | os.PathLike) -> Path | None:
+        image = Path(image)
+        if self.valid_dir is not None:
+            base = self.base or image.resolve().parent
+            try:
+                rel = image.resolve().relative_to(base)
+            except ValueError:
+                rel = Path(image.name)
+            p = self.valid_dir / rel.parent / f"{image.stem}_valid.png"
+            return p if p.is_file() else None
+        doc = self.marker(image)
+        if doc is not None:
+            rel = image.resolve().relative_to(doc["folder"])
+            p = doc["valid_root"] / rel.parent / f"{image.stem}_valid.png"
+            if p.is_file():
+                return p
+        return valid_path_for(image)
+
+    def reference(self, image: str | os.PathLike) -> Path | None:
+        """The registration reference of ``image``: its marker's, else its view's ``reference.*``, else None."""
+        doc = self.marker(image)
+        if doc is not None and Path(doc["reference"]["path"]).is_file():
+            return Path(doc["reference"]["path"])
+        view = find_view_dir(image)
+        if view is not None:
+            for ext in IMAGE_EXTENSIONS:
+                p = view / f"reference{ext}"
+                if p.is_file():
+                    return p
+        return None

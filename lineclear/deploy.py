@@ -163,7 +163,7 @@ def view_from_run(
         if registered and rec_margin is not None:
             border_margin = int(rec_margin)
         else:  # the calibration maps had no seam: use what `lineclear score` uses on registered images
-            from lineclear.cli.score import DEFAULT_BORDER_MARGIN
+            from lineclear.scoring import DEFAULT_BORDER_MARGIN
 
             border_margin = DEFAULT_BORDER_MARGIN
     if border_margin < 0:

@@ -124,6 +124,52 @@ def erode_valid(valid: np.ndarray, margin_px: int) -> np.ndarray:
     return ~_within(~valid, float(margin_px))
 
 
+def fill_outside(image: np.ndarray, valid: np.ndarray, fill: np.ndarray | None = None,
+                 sigma: float | None = None) -> np.ndarray:
+    """Continue the scene where a registered image has no pixels: ``(H,W,C)`` float32 → ``(H,W,C)`` float32.
+
+    ``image`` (H,W,C) float in [0,1], registered to the reference frame; ``valid`` (H,W) bool, the pixels that
+    came from inside the camera frame (not eroded); ``fill`` (H,W,C) float in [0,1], what the fixed camera
+    normally sees there (the registration reference at the same size), or None.
+
+    The pixels outside ``valid`` get ``fill`` times a smooth per-channel gain field: the ratio of the image's
+    to the fill's local brightness, estimated from the valid pixels with a Gaussian of ``sigma`` px (default:
+    1/16 of the shorter side) and falling back to the global ratio far from any valid pixel. So the scene's
+    structure *and* the image's current lighting continue across the seam, and a CNN whose receptive field
+    reaches over it sees no black wedge and no brightness step there (the seam artefact that makes shifted
+    clear images outscore small leftovers). Without a ``fill``, the hole is inpainted from its border
+    (OpenCV Telea): continuous, but without the scene's texture. Valid pixels are returned unchanged.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    v = _bool(valid, "validity mask")
+    if v.shape != img.shape[:2]:
+        raise UsageError(f"validity mask {v.shape} does not fit an image of {img.shape[:2]}")
+    if v.all():
+        return img
+    if not v.any():
+        return img.copy() if fill is None else np.asarray(fill, np.float32).copy()
+    if fill is None:
+        u8 = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+        out = cv2.inpaint(u8, (~v).astype(np.uint8), 3, cv2.INPAINT_TELEA).astype(np.float32) / 255.0
+        out = out.reshape(img.shape)
+        return np.where(v[..., None], img, out).astype(np.float32)
+    f = np.asarray(fill, dtype=np.float32)
+    if f.shape != img.shape:
+        raise UsageError(f"fill image {f.shape} does not fit an image of {img.shape}")
+    h, w = v.shape
+    s = float(sigma) if sigma else max(2.0, min(h, w) / 16.0)
+    vf = v.astype(np.float32)
+    blur = lambda a: cv2.GaussianBlur(a, (0, 0), s, borderType=cv2.BORDER_REPLICATE)  # noqa: E731
+    eps = 1e-3  # weight of the global ratio: dominant only where no valid pixel lies within ~3 sigma
+    out = img.copy()
+    for c in range(img.shape[2]):
+        ic, fc = img[:, :, c], f[:, :, c]
+        g_img, g_fill = float(ic[v].mean()), float(fc[v].mean())
+        gain = (blur(ic * vf) + eps * g_img) / (blur(fc * vf) + eps * g_fill + 1e-6)
+        out[:, :, c] = np.where(v, ic, np.clip(fc * np.clip(gain, 0.25, 4.0), 0.0, 1.0))
+    return out
+
+
 def combine_masks(*masks: np.ndarray | None, shape: tuple[int, int] | None = None) -> np.ndarray | None:
     """Intersection (logical AND) of the given masks, True = use the pixel. ``None`` entries are skipped.
 

@@ -9,12 +9,17 @@ Masking semantics (thesis section 3.4), for every model alike:
   hides the masked region before the map is computed (each model's README says how).
 * ``mask_stage="none"``: no inspection mask.
 
-A registration validity mask (pixels that came from inside the source frame, eroded
-by ``border_margin`` map pixels along the seam) is always a *pre*-mask: those pixels
-are not data, and the fill of a warped image would otherwise reach the features
-through their receptive field (measured on patchcore: mean image AUROC 0.84 with the
-validity mask applied after the map, 0.99 before it). The map is also zero there.
-The pixels that count are written to the maps file's ``/valid``.
+A registration validity mask (pixels that came from inside the source frame) is handled the same way
+for every model, in two steps:
+
+1. **The scene is continued** where the registered image has no pixels
+   (:func:`lineclear.masking.fill_outside`): the view's reference image, gain-matched to the image's
+   lighting, fills the area outside the camera frame before the model sees the image. A black fill, or
+   any fill that differs from the scene, reaches the features near the seam through their receptive
+   field and makes a shifted clear image outscore a small leftover (the "registration seam").
+2. **The seam does not count**: the validity mask, eroded by ``border_margin`` map pixels, is
+   intersected with the inspection mask to give the pixels that count; the map is zero elsewhere and the
+   image score is taken from the counted pixels. These are written to the maps file's ``/valid``.
 """
 
 from __future__ import annotations
@@ -31,12 +36,17 @@ import torch
 
 from lineclear.errors import FormatError, LineclearError, UsageError
 from lineclear.formats import load_checkpoint, read_mask, resize_mask
-from lineclear.images import read_rgb
+from lineclear.images import read_raw, read_rgb, resize, to_float_rgb
+from lineclear.masking import erode_valid, fill_outside
 from lineclear.models import get_model
 from lineclear.models.base import AnomalyModel, config_from_dict
 from lineclear.progress import Progress, ensure
+from lineclear.register import RegistrationConfig, Registrar
+from lineclear.shifts import shifted_copies
 
 MASK_STAGES = ("none", "pre", "post")
+DEFAULT_BORDER_MARGIN = 8  # map pixels along a registration seam that do not count (benchmarks/bench_line.py)
+DEFAULT_VAL_SHIFTS = 4  # synthetic camera shifts per normal validation image (benchmarks/bench_line.py)
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -80,20 +90,12 @@ class ScoredBatch:
     valid: np.ndarray | None  # (B,h,w) bool, None when every pixel counts
 
 
-def _erode(valid: np.ndarray, margin: int) -> np.ndarray:
-    """The registration seam margin: :func:`lineclear.masking.erode_valid` (image edges are not a seam)."""
-    from lineclear.masking import erode_valid
-
-    return erode_valid(valid, margin)
-
-
 def load_batch(
     paths: Sequence[Path],
     size: tuple[int, int],
     valid_lookup: Callable[[Path], Path | None] | None,
-    border_margin: int,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read images (B,H,W,3) float32 at ``size`` and their validity masks (B,H,W) bool or None."""
+    """Read images (B,H,W,3) float32 at ``size`` and their validity masks (B,H,W) bool (not eroded) or None."""
     imgs = np.stack([read_rgb(p, size) for p in paths])
     valids = []
     any_valid = False
@@ -101,9 +103,7 @@ def load_batch(
         vp = valid_lookup(p) if valid_lookup else None
         if vp is not None:
             any_valid = True
-            v = read_mask(vp, resize=True, shape=None)
-            v = resize_mask(v, size)
-            valids.append(_erode(v, border_margin))
+            valids.append(resize_mask(read_mask(vp, resize=True, shape=None), size))
         else:
             valids.append(np.ones(size, dtype=bool))
     return imgs, (np.stack(valids) if any_valid else None)
@@ -117,12 +117,17 @@ def score_arrays(
     roi: np.ndarray | None = None,
     valid: np.ndarray | None = None,
     mask_stage: str = "none",
+    border_margin: int = 0,
+    fill: np.ndarray | None = None,
     device: torch.device | str = "cpu",
     bf16: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Score a batch already at the model's size.
 
-    images (B,H,W,3) float32 in [0,1]; roi (H,W) bool or None; valid (B,H,W) bool or None.
+    images (B,H,W,3) float32 in [0,1]; roi (H,W) bool or None; valid (B,H,W) bool or None: registration
+    validity, not eroded; border_margin: map pixels along its seam that do not count; fill (H,W,3) float32
+    in [0,1] or None: what the camera normally sees (the registration reference at this size), used to
+    continue the scene outside ``valid`` (inpainting without it).
     Returns maps (B,H,W) float32, scores (B,), and the pixels that count (B,H,W) bool or None.
     """
     if mask_stage not in MASK_STAGES:
@@ -131,13 +136,13 @@ def score_arrays(
     if roi is not None and mask_stage == "none":
         raise UsageError("an inspection mask was given without a mask stage (pre or post)")
     roi_b = np.broadcast_to(roi, (b, h, w)) if roi is not None else None
-    # Pixels that came from outside the camera frame are not data: every model gets them as a
-    # pre-mask, whatever the stage of the inspection mask (the black fill would otherwise reach
-    # the features through their receptive field and raise false alarms along the seam).
-    pre = valid
-    if roi_b is not None and mask_stage == "pre":
-        pre = roi_b.copy() if pre is None else (pre & roi_b)
-    count = valid
+    count = None
+    if valid is not None:
+        # Pixels from outside the camera frame are not data: the scene is continued there (so nothing
+        # unusual reaches the features through their receptive field) and the seam does not count.
+        images = np.stack([fill_outside(images[i], valid[i], fill) for i in range(b)])
+        count = np.stack([erode_valid(valid[i], border_margin) for i in range(b)])
+    pre = roi_b.copy() if roi_b is not None and mask_stage == "pre" else None
     if roi_b is not None:
         count = roi_b.copy() if count is None else (count & roi_b)
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
@@ -154,7 +159,7 @@ def score_arrays(
         m = torch.from_numpy(count.astype(np.float32)).to(amap.device)
         amap = amap * m
         if pre is None or not np.array_equal(pre, count):
-            # post stage: zero the map outside the mask, recompute the score from what is left
+            # zero the map outside the counted pixels, recompute the score from what is left
             score = model.image_score(amap).float()
     maps = amap.cpu().numpy().astype(np.float32)
     if maps.shape[1:] != (h, w):
@@ -171,6 +176,7 @@ def score_paths(
     mask_stage: str = "none",
     valid_lookup: Callable[[Path], Path | None] | None = None,
     border_margin: int = 0,
+    fill: np.ndarray | None = None,
     batch_size: int = 8,
     device: torch.device | str = "cpu",
     bf16: bool = False,
@@ -182,14 +188,79 @@ def score_paths(
         roi = resize_mask(roi, size)
     batches = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
     with ThreadPoolExecutor(max_workers=1) as pool, progress.task("scoring", len(paths)) as task:
-        fut = pool.submit(load_batch, batches[0], size, valid_lookup, border_margin) if batches else None
+        fut = pool.submit(load_batch, batches[0], size, valid_lookup) if batches else None
         for i, batch in enumerate(batches):
             assert fut is not None
             imgs, valid = fut.result()
             if i + 1 < len(batches):
-                fut = pool.submit(load_batch, batches[i + 1], size, valid_lookup, border_margin)
+                fut = pool.submit(load_batch, batches[i + 1], size, valid_lookup)
             maps, scores, count = score_arrays(
-                model, imgs, roi=roi, valid=valid, mask_stage=mask_stage, device=device, bf16=bf16
+                model, imgs, roi=roi, valid=valid, mask_stage=mask_stage, border_margin=border_margin, fill=fill,
+                device=device, bf16=bf16,
             )
             task.advance(len(batch))
             yield ScoredBatch(paths=batch, maps=maps, scores=scores, valid=count)
+
+
+def score_shifted(
+    model: AnomalyModel,
+    paths: Sequence[Path],
+    size: tuple[int, int],
+    reference: np.ndarray,
+    n: int,
+    seed: int,
+    *,
+    roi: np.ndarray | None = None,
+    mask_stage: str = "none",
+    valid_lookup: Callable[[Path], Path | None] | None = None,
+    border_margin: int = DEFAULT_BORDER_MARGIN,
+    fill: np.ndarray | None = None,
+    registration: dict | None = None,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+    progress: Progress | None = None,
+) -> Iterator[tuple[ScoredBatch, list[tuple[Path, str]], int]]:
+    """Score ``n`` synthetic camera shifts of each image, registered back to ``reference`` (raw array).
+
+    Per image: ``(batch, [(path, "shift<k>")...], failed)``. The shifts of image ``i`` come from
+    ``numpy.random.default_rng([seed, i])``, so the same seed gives the same shifts (see
+    :mod:`lineclear.shifts`). ``registration``: the settings ``lineclear register`` used (its marker's
+    ``config``), default :class:`lineclear.register.RegistrationConfig`.
+    """
+    progress = ensure(progress)
+    cfg = RegistrationConfig.from_dict(registration) if registration else RegistrationConfig()
+    registrar = Registrar(reference, cfg)
+    if roi is not None:
+        roi = resize_mask(roi, size)
+    with progress.task("scoring shifted copies", len(paths)) as task:
+        for i, p in enumerate(paths):
+            raw = read_raw(p)
+            vp = valid_lookup(p) if valid_lookup else None
+            src_valid = None
+            if vp is not None:
+                src_valid = resize_mask(read_mask(vp, resize=True, shape=None), raw.shape[:2])
+            imgs, valids, failed = shifted_copies(raw, registrar, n, np.random.default_rng([seed, i]), valid=src_valid)
+            task.advance(1)
+            if not imgs:
+                yield ScoredBatch([], np.zeros((0, *size), np.float32), np.zeros(0, np.float32), None), [], failed
+                continue
+            x = np.stack([resize(to_float_rgb(im), size) for im in imgs])
+            v = np.stack([resize_mask(m, size) for m in valids])
+            maps, scores, count = score_arrays(model, x, roi=roi, valid=v, mask_stage=mask_stage,
+                                               border_margin=border_margin, fill=fill, device=device, bf16=bf16)
+            names = [(p, f"shift{k}") for k in range(len(imgs))]
+            yield ScoredBatch([p] * len(imgs), maps, scores, count), names, failed
+
+
+def looks_registered(paths: Sequence[Path], sample: int = 3) -> Path | None:
+    """The first of a few images whose frame edge is largely exact black (a registered image's fill), or None."""
+    for p in list(paths)[:sample]:
+        try:
+            img = read_rgb(p)
+        except LineclearError:
+            continue
+        dark = np.all(img <= 0.0, axis=2)
+        edge = np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]])
+        if edge.mean() > 0.2 and dark.mean() > 0.002:
+            return Path(p)
+    return None

@@ -16,6 +16,7 @@ A model's ``train(model, session)`` fits ``model`` in place. Long trainings call
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,3 +158,50 @@ def load_view_images(
         torch.from_numpy(valid) if valid is not None else None,
         notes,
     )
+
+
+def add_training_shifts(
+    paths: list,
+    images: torch.Tensor,
+    valid: torch.Tensor | None,
+    reference_path: str | os.PathLike,
+    n: int,
+    seed: int,
+    registration: dict | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
+    """The training set plus ``n`` registered synthetic camera shifts of each image.
+
+    paths: the images' files (read raw for the shift: registration works at full resolution);
+    images (N,3,H,W) and valid (N,1,H,W) or None as from :func:`load_view_images`. The shifted copies
+    have the scene continued past their seam from the reference (as scoring does) and their validity
+    masks appended to ``valid``. Returns images, valid and a provenance dict for the run's config.
+    See :func:`lineclear.shifts.augment_with_shifts`.
+    """
+    from lineclear.dataset import valid_path_for
+    from lineclear.formats import read_mask, resize_mask
+    from lineclear.images import read_raw, resize, to_float_rgb
+    from lineclear.masking import fill_outside
+    from lineclear.shifts import augment_with_shifts
+
+    size = tuple(images.shape[-2:])
+    reference = read_raw(reference_path)
+    raws, vs = [], []
+    for p in paths:
+        raw = read_raw(p)
+        if raw.shape[:2] != reference.shape[:2]:
+            raw = resize(raw, reference.shape[:2])
+        vp = valid_path_for(p)
+        raws.append(raw)
+        vs.append(resize_mask(read_mask(vp), raw.shape[:2]) if vp is not None else None)
+    got, gv, _src, failed = augment_with_shifts(raws, vs, reference, n, seed, registration)
+    info = {"train_shifts": n, "train_shift_seed": seed, "train_shifted_images": len(got),
+            "train_shift_failed": failed, "reference": str(Path(reference_path).resolve())}
+    if not got:
+        return images, valid, info
+    fill = resize(to_float_rgb(reference), size)
+    extra_v = np.stack([resize_mask(m, size) for m in gv])
+    extra = np.stack([fill_outside(resize(to_float_rgb(im), size), m, fill) for im, m in zip(got, extra_v)])
+    base_v = (valid[:, 0].numpy() > 0.5) if valid is not None else np.ones((images.shape[0], *size), bool)
+    all_i = torch.cat([images, torch.from_numpy(np.ascontiguousarray(extra.transpose(0, 3, 1, 2), np.float32))])
+    all_v = torch.from_numpy(np.concatenate([base_v, extra_v])[:, None].astype(np.float32))
+    return all_i, all_v, info

@@ -80,7 +80,9 @@ def make_run(view: Path, run: Path, model: str, mask_stage: str = "none", image_
     assert run_cli(["-q", "train", str(view), "--model", model, "--out", str(run), "--device", "cpu"]) == 0
     maps = run / "val_maps.h5"
     extra = [] if mask_stage == "none" else ["--mask", str(view / "roi.png"), "--mask-stage", mask_stage]
-    assert run_cli(["-q", "score", str(run), str(view), "--split", "val", "--out", str(maps), *extra]) == 0
+    # the thresholds below are set by hand above the normal scores: no synthetic shifts (tested in test_shifts.py)
+    assert run_cli(["-q", "score", str(run), str(view), "--split", "val", "--out", str(maps), "--shifts", "0",
+                    *extra]) == 0
     with MapsFile(maps) as f:
         a = f.attrs
         source = {k: a.get(k) for k in ("model", "view", "mask_stage", "registered", "checkpoint_sha256")}
@@ -132,7 +134,7 @@ def test_deploy_builds_a_verified_bundle(line_runs: dict[str, Path], tmp_path: P
     assert (read_mask(out / "B" / "mask.png") == read_mask(line_runs["B"].parent.parent / "data" / "B" / "roi.png")).all()
     assert a["map_size"] == list(MAP) and a["image_size"] == [H, W] and a["pattern"] == "A"
     assert a["registration"]["model"] == "homography" and a["registration"]["limits"]["min_inliers"] == 20
-    from lineclear.cli.score import DEFAULT_BORDER_MARGIN
+    from lineclear.scoring import DEFAULT_BORDER_MARGIN
 
     assert a["border_margin"] == DEFAULT_BORDER_MARGIN  # calibration maps were not registered: score's default
     # every file is listed with its hash, and the copies are byte-identical to the run's

@@ -45,6 +45,8 @@ def source_of(maps: MapsFile) -> dict:
         "border_margin": a.get("border_margin"),
         "image_size": a.get("image_size"),
         "dataset_root": a.get("dataset_root"),
+        "shifts": a.get("shifts"),
+        "shift_seed": a.get("shift_seed"),
     }
 
 
@@ -105,12 +107,15 @@ def calibrate_command(
                 raise
             raise LineclearError(f"{maps_path}: {exc}") from None
         source = source_of(maps)
+        # synthetic camera shifts of the normal images (lineclear score --shifts) count as normal images
+        shifted = sum(1 for i, ok in zip(maps.image_ids, normal) if ok and "#shift" in i)
     docs = {}
     for m, doc in results.items():
         doc = {**doc, "source": source}
         write_thresholds(outs[m], doc, overwrite=overwrite)
         docs[m] = doc
-    table = Table(title=f"thresholds from {maps_path} ({int(normal.sum())} normal images)")
+    table = Table(title=f"thresholds from {maps_path} ({int(normal.sum())} normal images"
+                        + (f": {int(normal.sum()) - shifted} + {shifted} synthetic camera shifts)" if shifted else ")"))
     for col in ("method", "pixel threshold", "image threshold", "file"):
         table.add_column(col)
     for m, doc in docs.items():

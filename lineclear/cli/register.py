@@ -20,10 +20,10 @@ from rich.table import Table
 from lineclear.cli import console
 from lineclear.cli.options import JsonOut, Overwrite
 from lineclear.dataset import SPLITS, View, gt_path_for, list_images
-from lineclear.errors import LineclearError, UsageError
+from lineclear.errors import LineclearError, OutputExistsError, UsageError
 from lineclear.formats import check_writable, read_mask, sha256_file, write_mask
 from lineclear.formats._io import atomic_write_bytes
-from lineclear.formats.registration import write_report
+from lineclear.formats.registration import MARKER_NAME, read_marker, write_marker, write_report
 from lineclear.images import image_size, is_image_path, read_raw, write_image
 from lineclear.register import (
     MODELS,
@@ -49,6 +49,8 @@ class Job:
     ref: Path
     mask_src: Path | None = None
     mask_dst: Path | None = None
+    root: Path | None = None  # the output folder this job's image goes under (gets the registration marker)
+    valid_root: Path | None = None  # where that folder's validity masks go
 
 
 def _is_view(path: Path) -> bool:
@@ -99,7 +101,7 @@ def plan_jobs(
             folder = _named(inp.parent)
             base = out if out is not None else folder.parent / f"{folder.name}{SUFFIX}"
             vbase = valid_out if valid_out is not None else base.parent / f"{base.name}_valid"
-            job = Job(inp, base / inp.name, vbase / f"{inp.stem}_valid.png", ref)
+            job = Job(inp, base / inp.name, vbase / f"{inp.stem}_valid.png", ref, root=base, valid_root=vbase)
             if masks is not None:
                 job.mask_src = _find_mask(masks, Path(inp.name))
                 if job.mask_src is not None:
@@ -118,7 +120,8 @@ def plan_jobs(
                 raise LineclearError(f"{inp}: view without images in train/, val/ or test/")
             for img in images:
                 rel = img.relative_to(inp)
-                job = Job(img, base / rel, base / "valid" / rel.parent / f"{img.stem}_valid.png", vref)
+                job = Job(img, base / rel, base / "valid" / rel.parent / f"{img.stem}_valid.png", vref, root=base,
+                          valid_root=base / "valid")
                 gt = gt_path_for(img, inp)
                 if gt is not None:
                     job.mask_src, job.mask_dst = gt, base / gt.relative_to(inp)
@@ -145,7 +148,7 @@ def plan_jobs(
             vbase = base.parent / f"{base.name}_valid"
         for img in images:
             rel = img.relative_to(inp)
-            job = Job(img, base / rel, vbase / rel.parent / f"{img.stem}_valid.png", ref)
+            job = Job(img, base / rel, vbase / rel.parent / f"{img.stem}_valid.png", ref, root=base, valid_root=vbase)
             if masks is not None:
                 job.mask_src = _find_mask(masks, rel)
                 if job.mask_src is not None:
@@ -175,6 +178,21 @@ def _check_plan(jobs: list[Job], copies: list[tuple[Path, Path]], inputs: list[P
                 raise UsageError(f"{inp}: output would overwrite the input; choose --out")
     for key in outputs:
         check_writable(key, overwrite)
+    for root, (ref, valid_root) in markers_of(jobs).items():
+        marker = root / MARKER_NAME
+        if marker.is_file() and not overwrite:
+            try:
+                old = read_marker(marker)
+            except LineclearError:
+                old = None
+            if old is None or old["reference"]["path"] != str(ref.resolve()) or old["valid_root"] != valid_root.resolve():
+                raise OutputExistsError(f"{marker}: images registered to another reference (or with validity masks "
+                                        "elsewhere) are already in this folder (use --overwrite to replace it)")
+
+
+def markers_of(jobs: list[Job]) -> dict[Path, tuple[Path, Path]]:
+    """Each output folder's registration marker: {folder: (reference, validity folder)}."""
+    return {j.root: (j.ref, j.valid_root) for j in jobs if j.root is not None and j.valid_root is not None}
 
 
 def _fmt(v: object, nd: int = 2) -> str:
@@ -276,6 +294,8 @@ def register_command(
                 failed_n += not res.ok
                 collected[order[id(job)]] = (job, res)
                 task.advance(1, failed=failed_n)
+    for root, (r, valid_root) in markers_of(jobs).items():
+        write_marker(root, r, ref_info[r]["sha256"], valid_root, config.to_dict(), overwrite=overwrite)
     for src, dst in copies:
         if src.suffix.lower() == ".png":
             atomic_write_bytes(dst, src.read_bytes(), overwrite=overwrite)

@@ -10,14 +10,21 @@ import typer
 
 from lineclear.cli import console
 from lineclear.cli.options import Device, MaskPath, Overwrite
-from lineclear.dataset import View, find_view_dir, image_id, label_from_path, list_images, valid_path_for
+from lineclear.dataset import RegisteredLookup, View, find_view_dir, image_id, label_from_path, list_images
 from lineclear.device import resolve_device
 from lineclear.errors import LineclearError, UsageError
 from lineclear.formats import MapsWriter, check_writable, provenance, read_mask, sha256_file
-from lineclear.images import image_size
-from lineclear.scoring import MASK_STAGES, load_model, resolve_checkpoint, score_paths
-
-DEFAULT_BORDER_MARGIN = 8  # measured on synth (docs/readme/40-models-cpu.md)
+from lineclear.images import image_size, read_raw, read_rgb
+from lineclear.scoring import (
+    DEFAULT_BORDER_MARGIN,
+    DEFAULT_VAL_SHIFTS,
+    MASK_STAGES,
+    load_model,
+    looks_registered,
+    resolve_checkpoint,
+    score_paths,
+    score_shifted,
+)
 
 
 def collect_inputs(inputs: list[Path], split: str, meta: dict) -> tuple[list[Path], Path]:
@@ -58,7 +65,11 @@ def score_command(
     mask: MaskPath = None,
     mask_stage: Annotated[Optional[str], typer.Option("--mask-stage", help="pre (mask before the map) or post (zero the map after); default post when --mask is given, none otherwise. Registration validity masks join the mask at this stage.")] = None,
     border_margin: Annotated[int, typer.Option("--border-margin", min=0, help="Map pixels along a registration seam that are ignored too.")] = DEFAULT_BORDER_MARGIN,
-    use_valid: Annotated[bool, typer.Option("--valid/--no-valid", help="Use registration validity masks (<view>/valid/...) when present.")] = True,
+    use_valid: Annotated[bool, typer.Option("--valid/--no-valid", help="Use the registration validity masks that lineclear register wrote (found through the marker it leaves in its output folder, or <view>/valid/).")] = True,
+    valid_dir: Annotated[Optional[Path], typer.Option("--valid-dir", help="Validity masks elsewhere: <DIR>/<path below the input folder>/<stem>_valid.png.", file_okay=False, show_default=False)] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="Registration reference [default: the one lineclear register recorded, or the view's reference.png]. It continues the scene outside the camera frame and is what --shifts registers to.", dir_okay=False, show_default=False)] = None,
+    shifts: Annotated[Optional[int], typer.Option("--shifts", min=0, help=f"Synthetic camera shifts per normal image, registered back and scored too, so that thresholds see what registration leaves behind [default: {DEFAULT_VAL_SHIFTS} with --split val when a reference is known, else 0].", show_default=False)] = None,
+    shift_seed: Annotated[int, typer.Option("--shift-seed", help="Seed of the synthetic camera shifts.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 8,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="Run the network under bfloat16 autocast.")] = False,
     device: Device = "auto",
@@ -89,27 +100,75 @@ def score_command(
             raise LineclearError(
                 f"{mask}: mask is {roi.shape[1]}x{roi.shape[0]} but the images are {src_size[1]}x{src_size[0]}"
             )
-    lookup = valid_path_for if use_valid else None
-    registered = bool(use_valid and any(valid_path_for(p) is not None for p in paths))
+    if valid_dir is not None and not valid_dir.is_dir():
+        raise LineclearError(f"{valid_dir}: no such folder of validity masks")
+    if reference is not None and not reference.is_file():
+        raise LineclearError(f"{reference}: reference image not found")
+    base = next((i for i in inputs if i.is_dir()), None)
+    finder = RegisteredLookup(valid_dir, base) if use_valid else None
+    lookup = finder.valid_path if finder is not None else None
+    registered = bool(lookup is not None and any(lookup(p) is not None for p in paths))
+    if use_valid and not registered:
+        odd = looks_registered(paths)
+        if odd is not None:
+            console.warn(f"{odd}: looks like a registered image (black border) but no validity mask was found: "
+                         "the seam will be scored as anomaly (give --valid-dir, or score the folder lineclear "
+                         "register wrote)")
+    ref_path = reference
+    if ref_path is None and finder is not None:
+        refs = {finder.reference(p) for p in paths} - {None}
+        if len(refs) > 1:
+            raise UsageError(f"the images were registered to {len(refs)} different references; score one view at a "
+                             "time or give --reference")
+        ref_path = next(iter(refs), None)
+    if ref_path is not None and not Path(ref_path).is_file():
+        console.warn(f"{ref_path}: registration reference not found; the area outside the camera frame is inpainted")
+        ref_path = None
+    n_shifts = shifts if shifts is not None else (DEFAULT_VAL_SHIFTS if split == "val" and ref_path else 0)
+    if n_shifts and ref_path is None:
+        raise UsageError("--shifts needs the registration reference: give --reference (or score a registered view)")
+    fill = read_rgb(ref_path, size) if ref_path is not None and (registered or n_shifts) else None
     attrs = provenance(
         model=meta.get("model"), preset=meta.get("preset"), view=meta.get("view"), dataset_root=str(root),
         map_size=list(size), image_size=list(src_size), mask_stage=stage,
         mask=str(Path(mask).resolve()) if mask else "", mask_sha256=sha256_file(mask) if mask else "",
         registered=registered, checkpoint=str(ckpt.resolve()), checkpoint_sha256=sha256_file(ckpt),
-        border_margin=border_margin if registered else 0, split=split,
+        border_margin=border_margin if (registered or n_shifts) else 0, split=split,
+        reference=str(Path(ref_path).resolve()) if ref_path else "", shifts=n_shifts, shift_seed=shift_seed,
     )
     console.note(f"scoring {len(paths)} images with {meta.get('model')} at {size[0]}x{size[1]} (HxW) on {dev} (mask stage: {stage})")
     n_anom = 0
-    with MapsWriter(out, size, attrs=attrs, with_valid=(roi is not None or registered), overwrite=overwrite) as w:
+    n_shifted = n_failed = 0
+    with MapsWriter(out, size, attrs=attrs, with_valid=(roi is not None or registered or bool(n_shifts)),
+                    overwrite=overwrite) as w:
         for batch in score_paths(
             model, paths, size, roi=roi, mask_stage=stage, valid_lookup=lookup, border_margin=border_margin,
-            batch_size=batch_size, device=dev, bf16=bf16, progress=console.rich_progress(),
+            fill=fill, batch_size=batch_size, device=dev, bf16=bf16, progress=console.rich_progress(),
         ):
             labels = [label_from_path(p) for p in batch.paths]
             n_anom += sum(1 for x in labels if x == 1)
             w.append(batch.maps, batch.scores, [image_id(p, root) for p in batch.paths], labels, valid=batch.valid)
+        if n_shifts:
+            normal = [p for p in paths if label_from_path(p) != 1]
+            marker = finder.marker(normal[0]) if finder is not None and normal else None
+            reg_config = marker.get("config") if marker else None
+            for batch, ids, failed in score_shifted(
+                model, normal, size, read_raw(ref_path), n_shifts, shift_seed, roi=roi, mask_stage=stage,
+                valid_lookup=lookup, border_margin=border_margin, fill=fill, registration=reg_config,
+                device=dev, bf16=bf16, progress=console.rich_progress(),
+            ):
+                n_failed += failed
+                n_shifted += len(ids)
+                if ids:
+                        w.append(batch.maps, batch.scores, [f"{image_id(p, root)}#{s}" for p, s in ids],
+                             [label_from_path(p) for p, _ in ids], valid=batch.valid)
+            w.set_attrs(shifted_images=n_shifted, shift_failed=n_failed)
+    if n_failed:
+        console.warn(f"{n_failed} of {n_failed + n_shifted} synthetic camera shifts failed registration quality "
+                     "control and were left out (the reference or the images may have too little texture)")
     console.print_json({"maps": str(out), "images": len(paths), "anomalous": n_anom, "map_size": list(size),
-                        "mask_stage": stage, "registered": registered})
+                        "mask_stage": stage, "registered": registered, "shifted": n_shifted,
+                        "reference": str(ref_path) if ref_path else None})
 
 
 def register(app: typer.Typer) -> None:

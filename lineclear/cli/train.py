@@ -12,13 +12,17 @@ import typer
 
 from lineclear.cli import console
 from lineclear.cli.options import Device, Overwrite
-from lineclear.dataset import View
+from lineclear.dataset import RegisteredLookup, View
 from lineclear.device import resolve_device
 from lineclear.errors import LineclearError, UsageError
 from lineclear.formats.run import write_run_config
 from lineclear.models import MODELS, get_model
 from lineclear.models.base import resolve_config
-from lineclear.training import TrainSession, load_view_images, seed_everything
+from lineclear.training import TrainSession, add_training_shifts, load_view_images, seed_everything
+
+# models whose fit is one pass over the images: registered shifts cost them seconds and fix their blind spot
+SHIFT_MODELS = ("patchcore", "template")
+DEFAULT_TRAIN_SHIFTS = 2
 
 # option name → config field; an option the chosen model does not have is a usage error
 MODEL_OPTIONS = {
@@ -67,6 +71,8 @@ def train_command(
     domain_adaptation: Annotated[Optional[bool], typer.Option("--domain-adaptation/--no-domain-adaptation", help="DDAD: Fine-tune the feature extractor (default on).", show_default=False)] = None,
     coreset_ratio: Annotated[Optional[float], typer.Option("--coreset-ratio", help="patchcore: Share of patches kept by greedy coreset subsampling (1 = all).")] = None,
     position_radius: Annotated[Optional[str], typer.Option("--position-radius", help="patchcore: Position-aware search radius in grid cells, or 'none' for global search.")] = None,
+    shifts: Annotated[Optional[int], typer.Option("--shifts", min=0, help=f"Registered synthetic camera shifts of each training image fitted as well, so the model has seen what registration leaves behind [default: {DEFAULT_TRAIN_SHIFTS} for patchcore and template when the view has a reference image, else 0].", show_default=False)] = None,
+    shift_seed: Annotated[int, typer.Option("--shift-seed", help="Seed of the training shifts.")] = 0,
     set_: Annotated[Optional[List[str]], typer.Option("--set", help="Any other setting: KEY=VALUE (repeatable).")] = None,
 ) -> None:
     """Train a model on a view's anomaly-free images and write RUN_DIR/model.pt.
@@ -115,7 +121,8 @@ def train_command(
     fresh = not out.exists() or not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)
     try:
-        _train(entry, cfg, view, train_samples, val_samples, out, device, resume, preset, val_fraction, split_seed)
+        _train(entry, cfg, view, train_samples, val_samples, out, device, resume, preset, val_fraction, split_seed,
+               shifts, shift_seed)
     except BaseException:
         # a run that never got going leaves nothing behind (a resumable state is kept for --resume)
         if fresh and not (out / "train_state.pt").exists() and not (out / "model.pt").exists():
@@ -123,12 +130,26 @@ def train_command(
         raise
 
 
-def _train(entry, cfg, view, train_samples, val_samples, out, device, resume, preset, val_fraction, split_seed) -> None:
+def _train(entry, cfg, view, train_samples, val_samples, out, device, resume, preset, val_fraction, split_seed,
+           shifts=None, shift_seed=0) -> None:
     dev = resolve_device(device)
     seed_everything(cfg.seed)
     images, valid, notes = load_view_images(train_samples, tuple(cfg.image_size))
     for n in notes:
         console.note(n)
+    n_shifts, shift_info = _shift_count(entry.name, view, shifts), {}
+    if n_shifts:
+        ref_path = view.reference_file()
+        if ref_path is None:
+            raise UsageError(f"--shifts needs the view's registration reference ({view.dir}/reference.png)")
+        marker = RegisteredLookup().marker(train_samples[0].path)
+        with console.rich_progress().task("registering training shifts", None):
+            images, valid, shift_info = add_training_shifts(
+                [s.path for s in train_samples], images, valid, ref_path, n_shifts, shift_seed,
+                marker.get("config") if marker else None)
+        if shift_info["train_shift_failed"]:
+            console.warn(f"{shift_info['train_shift_failed']} of {n_shifts * len(train_samples)} training shift(s) "
+                         "failed registration quality control and were left out")
     meta = {
         "preset": preset,
         "view": view.name,
@@ -138,6 +159,7 @@ def _train(entry, cfg, view, train_samples, val_samples, out, device, resume, pr
         "val_image_ids": [s.image_id for s in val_samples],
         "val_fraction": val_fraction,
         "split_seed": split_seed,
+        **shift_info,
     }
     write_run_config(out, {"model": entry.name, "config": cfg.to_dict(), "device": str(dev), **meta})
     session = TrainSession(
@@ -146,7 +168,8 @@ def _train(entry, cfg, view, train_samples, val_samples, out, device, resume, pr
         progress=console.rich_progress(), extra_meta=meta,
     )
     console.note(
-        f"training {entry.name} ({preset}) on {len(train_samples)} images of view {view.name} "
+        f"training {entry.name} ({preset}) on {len(train_samples)} images of view {view.name}"
+        + (f" + {shift_info['train_shifted_images']} registered camera shifts of them" if shift_info else "") + " "
         f"at {cfg.image_size[0]}x{cfg.image_size[1]} (HxW) on {dev}; {len(val_samples)} held out for validation"
     )
     t0 = time.perf_counter()
@@ -156,6 +179,18 @@ def _train(entry, cfg, view, train_samples, val_samples, out, device, resume, pr
     path = session.save_checkpoint(net.cpu(), "model.pt", train_seconds=round(seconds, 2))
     console.print_json({"run_dir": str(out), "model": entry.name, "checkpoint": str(path), "train_seconds": round(seconds, 2),
                         "train_images": len(train_samples), "val_images": len(val_samples)})
+
+
+def _shift_count(model: str, view: View, shifts: int | None) -> int:
+    if shifts is not None:
+        return shifts
+    if model not in SHIFT_MODELS:
+        return 0
+    try:
+        has_ref = view.reference_file() is not None
+    except LineclearError:
+        has_ref = False
+    return DEFAULT_TRAIN_SHIFTS if has_ref else 0
 
 
 def register(app: typer.Typer) -> None:

@@ -146,6 +146,12 @@ class MapsWriter:
             raise ValueError("valid masks given to a writer created without with_valid=True")
         self.n = n1
 
+    def set_attrs(self, **attrs: Any) -> None:
+        """Add provenance known only after the maps were computed (e.g. how many shifted copies failed)."""
+        assert self._f is not None, "use MapsWriter as a context manager"
+        for k, v in attrs.items():
+            self._f.attrs[k] = _attr_value(v)
+
     def __exit__(self, exc_type, exc, tb) -> bool:
         assert self._f is not None and self._ctx is not None
         self._f.attrs["count"] = self.n

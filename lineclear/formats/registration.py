@@ -106,3 +106,60 @@ def _validate(path: Path, doc: dict[str, Any]) -> None:
         raise FormatError(f"{path}: missing 'summary'")
     if summary["images"] != len(images):
         raise FormatError(f"{path}: summary counts {summary['images']} images but 'images' lists {len(images)}")
+
+
+# ---------------------------------------------------------------------------------------------- marker
+# ``lineclear register`` leaves one small file in every output folder it fills, so that the stages after it
+# (``score``) find the validity masks and the reference of registered images wherever they were written —
+# a view's ``valid/`` folder or a plain folder's ``<out>_valid/`` beside it — without being told.
+
+REGISTERED_SCHEMA = "lineclear.registered/1"
+MARKER_NAME = "lineclear-registered.json"
+
+
+def write_marker(folder: str | os.PathLike, reference: str | os.PathLike, reference_sha256: str,
+                 valid_dir: str | os.PathLike, config: dict[str, Any], overwrite: bool = False) -> Path:
+    """Write ``folder/lineclear-registered.json``: the reference (absolute path and hash) and where the
+    validity masks of the images below ``folder`` are (``valid_dir``, stored relative to ``folder``).
+
+    An identical marker already there is left as it is (registering more images into the same folder).
+    """
+    folder = Path(folder)
+    doc = {
+        "lineclear_version": __version__,
+        "reference": {"path": str(Path(reference).resolve()), "sha256": reference_sha256},
+        "valid_dir": os.path.relpath(Path(valid_dir).resolve(), folder.resolve()),
+        "config": config,
+    }
+    path = folder / MARKER_NAME
+    if path.is_file():
+        try:
+            old = read_marker(path)
+        except FormatError:
+            old = None
+        if old is not None and old["reference"] == doc["reference"] and old["valid_dir"] == doc["valid_dir"]:
+            return path
+    return write_json(path, doc, REGISTERED_SCHEMA, overwrite)
+
+
+def read_marker(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a marker; ``valid_root`` (absolute Path) is added."""
+    path = Path(path)
+    doc = read_json(path, REGISTERED_SCHEMA)
+    ref = doc.get("reference")
+    if not isinstance(ref, dict) or not isinstance(ref.get("path"), str) or not isinstance(ref.get("sha256"), str):
+        raise FormatError(f"{path}: 'reference' must give a path and a sha256")
+    if not isinstance(doc.get("valid_dir"), str) or not doc["valid_dir"]:
+        raise FormatError(f"{path}: missing 'valid_dir'")
+    doc["valid_root"] = (path.parent / doc["valid_dir"]).resolve()
+    return doc
+
+
+def find_marker(image: str | os.PathLike, levels: int = 8) -> Path | None:
+    """The marker of the nearest folder above ``image`` that ``lineclear register`` filled, or None."""
+    p = Path(image).resolve().parent
+    for folder in [p, *p.parents][:levels]:
+        cand = folder / MARKER_NAME
+        if cand.is_file():
+            return cand
+    return None

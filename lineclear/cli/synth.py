@@ -27,6 +27,7 @@ def synth(
     workers: Annotated[
         Optional[int], typer.Option("--workers", min=1, help="Processes (default: one per view, up to 4 and the CPUs).")
     ] = None,
+    photos: Annotated[Optional[str], typer.Option("--photos", help="Build views from real photographs instead: 'builtin' (five that ship in scikit-image) or a folder of your own (one view per photo); camera nudges, parallax, lighting, shadows, focus drift, noise and leftover product with exact ground truth.", show_default=False)] = None,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -43,6 +44,18 @@ def synth(
 
     if quiet:
         console.state.quiet = True
+    if photos is not None:
+        from lineclear.synth.photos import generate_photos
+
+        summary = generate_photos(out, photos, seed=seed, overwrite=overwrite)
+        if json_out:
+            console.print_json(summary)
+            return
+        for name, v in summary["views"].items():
+            anomalous = ", ".join(f"{k} {n}" for k, n in v["anomalous"].items())
+            console.out.print(f"  {name:<16} train {v['train']}  val {v['val']}  test/good {v['test_good']} shifted  "
+                              f"anomalous {sum(v['anomalous'].values())} ({anomalous})")
+        return
     view_list = [v.strip() for v in views.split(",") if v.strip()] if views else list(VIEWS)
     if not view_list:
         raise UsageError("--views: no view given")

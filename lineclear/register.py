@@ -85,6 +85,7 @@ class RegistrationConfig:
     model: str = "homography"  # homography | affine | similarity
     detect_max_side: int | None = 1024  # None: detect at full resolution (the thesis)
     n_features: int = 1000  # ORB keypoints per image
+    detect_clahe: float = 2.0  # CLAHE clip limit on the detection copy (0 = off): features on low-contrast scenes
     ratio: float = 0.8  # Lowe ratio test on the two nearest descriptors
     ransac_px: float = 3.0
     refine: str = "flow"  # flow | ecc | none
@@ -356,7 +357,7 @@ class Registrar:
             s = config.detect_max_side / max(h, w)
         self.detect_size = (max(1, round(h * s)), max(1, round(w * s)))
         self._orb = self._make_orb()
-        small = self._reduce(ref, self.detect_size)
+        small = self._detect_copy(ref)
         kp, desc = self._orb.detectAndCompute(small, None)
         self.ref_points = self._to_full(kp, self.detect_size, self.size)
         self.ref_desc = desc
@@ -369,6 +370,17 @@ class Registrar:
     def _make_orb(self) -> cv2.ORB:
         # A fresh detector per call is cheap and keeps register() safe to call from several threads.
         return cv2.ORB_create(nfeatures=self.config.n_features, fastThreshold=10)
+
+    def _detect_copy(self, gray: np.ndarray) -> np.ndarray:
+        """The copy ORB runs on: reduced to the detection size, contrast equalised in tiles (CLAHE).
+
+        FAST corners need a fixed contrast; in a dim, hazy or defocused scene few pass it and the coarse
+        stage has too few matches. Equalising both sides the same way keeps descriptors comparable.
+        """
+        small = self._reduce(gray, self.detect_size)
+        if self.config.detect_clahe > 0:
+            small = cv2.createCLAHE(clipLimit=self.config.detect_clahe, tileGridSize=(8, 8)).apply(small)
+        return small
 
     @staticmethod
     def _reduce(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -547,7 +559,7 @@ class Registrar:
         if self.ref_desc is None or len(self.ref_points) < cfg.limits.min_inliers:
             return None, f"the reference has too few features ({len(self.ref_points)})"
         in_size = gray.shape[:2]
-        small = self._reduce(gray, self.detect_size)
+        small = self._detect_copy(gray)
         orb = self._make_orb()
         kp, desc = orb.detectAndCompute(small, None)
         qc["features"] = len(kp)

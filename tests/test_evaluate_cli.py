@@ -319,3 +319,21 @@ def test_calibrate_warns_below_ten_normal_images(tmp_path, monkeypatch, capsys, 
     err = capsys.readouterr().err
     assert (f"val_maps.h5: thresholds from only {n_val} normal image(s); fewer than 10" in err) is warned
     assert (d["run"] / "thresholds.json").is_file()
+
+
+def test_evaluate_overwrite_removes_only_the_previous_reports_files(tmp_path, monkeypatch, capsys):
+    d = make_run(tmp_path)
+    monkeypatch.chdir(d["run"])
+    assert _run(["-q", "calibrate"]) == 0
+    assert _run(["-q", "evaluate", "--out", "rep", "--max-overlays", "3"]) == 0
+    rep = d["run"] / "rep"
+    old = json.loads((rep / "metrics.json").read_text())["files"]
+    assert len(old["overlays"]) == 3
+    (rep / "overlays" / "my_annotated.png").write_bytes(b"mine")  # not lineclear's
+    (rep / "notes.md").write_text("mine")
+    assert _run(["-q", "evaluate", "--out", "rep", "--max-overlays", "1", "--overwrite"]) == 0
+    new = json.loads((rep / "metrics.json").read_text())["files"]
+    assert sorted(p.name for p in (rep / "overlays").iterdir()) == sorted(
+        [Path(n).name for n in new["overlays"]] + ["my_annotated.png"])
+    assert (rep / "notes.md").read_text() == "mine"
+    assert not [p for p in rep.iterdir() if p.name.startswith(".")]  # no staging folder left

@@ -92,3 +92,14 @@ def test_train_help_shows_conventional_metavars() -> None:
     assert lines["-o,"].split()[2] == "PATH" and lines["--backbone-weights"].split()[1] == "TEXT"
     assert lines["--resume"].split()[1] == "Continue"  # a flag has no metavar
     assert "[default: patchcore]" in text
+
+
+def test_every_test_the_readme_cites_exists() -> None:
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    cited = set(re.findall(r"`(test_\w+\.py)::(test_\w+)`", text))
+    assert len(cited) >= 15
+    for file, name in sorted(cited):
+        src = (ROOT / "tests" / file).read_text(encoding="utf-8")
+        assert re.search(rf"^def {name}\(", src, re.M), f"README cites {file}::{name}, which does not exist"

@@ -111,10 +111,8 @@ def train_command(
     if problem:
         # never train into (or, with --overwrite, empty) a folder lineclear did not make: a dataset, a work folder
         raise LineclearError(problem)
-    if out.exists() and any(out.iterdir()):
-        if resume:
-            pass
-        elif overwrite:
+    if out.exists() and any(out.iterdir()) and not resume:
+        if overwrite:
             remove_run_files(out)  # only the run's own files; thresholds, maps and anything else stay
         elif (out / "model.pt").is_file():
             raise LineclearError(f"{out}: already holds a trained model (use --overwrite to train again)")

@@ -11,14 +11,17 @@ reference **once**, and warms the models up. :meth:`Checker.check` then takes on
 3. score it with the view's model, mask and mask stage, exactly as the thresholds were calibrated
    (:func:`lineclear.scoring.score_arrays`, as ``lineclear score`` does): the scene is continued from the
    reference outside the camera frame, and the seam, eroded by the border margin, never counts;
-4. compare the image score with the image threshold (strictly greater → ``leftover``) and find the
+4. a map raised over more than the view's ``max_raised_fraction`` (manifest, default 0.5) of the inspected
+   area is no leftover but a changed scene (lighting, dirty lens, a camera that moved within what
+   registration accepts, a calibration without camera shifts): ``undecided``, "scene changed: …";
+5. compare the image score with the image threshold (strictly greater → ``leftover``) and find the
    connected components (8-connected) of the map above the pixel threshold: bounding box, area and peak,
    mapped back to the **original image's** pixel coordinates through the map→reference scale and the
    inverse registration transform.
 
 Fail-safe: whatever cannot be established -- a damaged bundle file, a model that does not load, an
 unreadable/black/saturated/uniform image, a failed registration, a view without an image, a non-finite
-score, any unexpected error -- gives ``undecided`` with the reason, never ``clear``.
+score, a map raised almost everywhere, any unexpected error -- gives ``undecided`` with the reason, never ``clear``.
 
 Exit codes (the interface to a PLC): 0 every view clear, 3 leftover found in some view and no view
 undecided, 4 some view undecided (it takes precedence: a view that could not be checked may hide
@@ -33,6 +36,7 @@ import fnmatch
 import math
 import os
 import re
+import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -177,12 +181,17 @@ class ViewVerdict:
     timings_ms: dict[str, float] = field(default_factory=dict)
     overlay: str | None = None
     overlay_error: str | None = None
+    raised_fraction: float | None = None  # share of the counted map pixels above the pixel threshold
+    notes: list[str] = field(default_factory=list)  # what the user should know (e.g. the image was resized)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["regions"] = [r.to_dict() if isinstance(r, Region) else r for r in self.regions]
-        if d["overlay_error"] is None:
-            d.pop("overlay_error")
+        for key in ("overlay_error", "raised_fraction"):
+            if d[key] is None:
+                d.pop(key)
+        if not d["notes"]:
+            d.pop("notes")
         return d
 
 
@@ -264,6 +273,7 @@ class _Prepared:
     registration: dict[str, Any] | None
     stats: dict[str, float]
     timings: dict[str, float]
+    notes: list[str] = field(default_factory=list)
 
 
 class Checker:
@@ -452,6 +462,10 @@ class Checker:
             return self._undecided(view, path, problem, image_qc=stats, timings_ms=timings)
         t = time.perf_counter()
         in_size = (int(raw.shape[0]), int(raw.shape[1]))
+        notes = []
+        if in_size != tuple(spec.image_size):
+            notes.append(f"image is {in_size[1]}x{in_size[0]}, the view's reference {spec.image_size[1]}x"
+                         f"{spec.image_size[0]}: {'registered' if v.registrar is not None else 'resized'} to it")
         if v.registrar is not None:
             res = v.registrar.register(raw)
             reg = {"ok": bool(res.ok), "reason": res.reason, "transform": np.round(res.transform, 8).tolist(),
@@ -459,7 +473,7 @@ class Checker:
             timings["register"] = _ms(t)
             if not res.ok:
                 return self._undecided(view, path, f"camera moved / registration failed: {res.reason}",
-                                       registration=reg, image_qc=stats, timings_ms=timings)
+                                       registration=reg, image_qc=stats, timings_ms=timings, notes=notes)
             warped, valid_ref, T = res.image, res.valid, res.transform
         else:
             from lineclear.register import resize_transform
@@ -473,7 +487,7 @@ class Checker:
             x = resize_image(x, tuple(spec.map_size))
         valid = None if valid_ref is None else resize_mask(valid_ref, tuple(spec.map_size))
         timings["resize"] = _ms(t)
-        return _Prepared(raw, x, valid, np.asarray(T, np.float64), reg, stats, timings)
+        return _Prepared(raw, x, valid, np.asarray(T, np.float64), reg, stats, timings, notes)
 
     def _score_safe(self, view: str, path: Path, prep: _Prepared) -> ViewVerdict:
         try:
@@ -496,7 +510,7 @@ class Checker:
         timings["score"] = _ms(t)
         amap, score = maps[0], float(scores[0])
         counted = None if count is None else count[0]
-        common = dict(registration=prep.registration, image_qc=prep.stats)
+        common = dict(registration=prep.registration, image_qc=prep.stats, notes=list(prep.notes))
         if not math.isfinite(score) or not np.all(np.isfinite(amap)):
             return self._undecided(view, path, "the model produced a non-finite score", timings_ms=timings, **common)
         if counted is not None and not counted.any():
@@ -504,8 +518,17 @@ class Checker:
                                    timings_ms=timings, **common)
         t = time.perf_counter()
         M = _map_to_image(spec, prep.transform)
-        regions, total = [], 0
+        regions, total, raised = [], 0, None
         if v.pixel_threshold is not None:
+            raised = raised_fraction(amap, v.pixel_threshold, counted)
+            if raised > spec.max_raised_fraction:
+                # a leftover covers a small part of the frame: a map raised nearly everywhere means the
+                # scene differs from the calibration, and a frame-sized box would tell nobody where to look
+                return self._undecided(
+                    view, path, f"scene changed: {raised:.0%} of the inspected area is above the pixel threshold "
+                    f"(limit {spec.max_raised_fraction:.0%}): lighting change, dirty lens or camera moved, or "
+                    "thresholds calibrated without camera shifts? Look at the line and the camera",
+                    score=round(score, 6), raised_fraction=round(raised, 4), timings_ms=timings, **common)
             regions, total = find_regions(amap, v.pixel_threshold, counted, M, prep.raw.shape[:2])
         work = amap if counted is None else np.where(counted, amap, -np.inf)
         py, px = np.unravel_index(int(np.argmax(work)), work.shape)
@@ -521,7 +544,8 @@ class Checker:
         timings["total"] = round(sum(timings.values()), 2)
         return ViewVerdict(view, verdict, reason, image=str(path), model=spec.model, score=round(score, 6),
                            threshold=thr, pixel_threshold=v.pixel_threshold, regions=regions, regions_total=total,
-                           peak_xy=peak, timings_ms=timings, **common)
+                           peak_xy=peak, timings_ms=timings, raised_fraction=None if raised is None else round(raised, 4),
+                           **common)
 
     # -- overlays -----------------------------------------------------------------------------------------
     def _write_overlay(self, verdict: ViewVerdict, prep: _Prepared | None, out_dir: Path, overwrite: bool,
@@ -533,7 +557,8 @@ class Checker:
             try:
                 raw = read_raw(verdict.image)
             except (LineclearError, OSError):
-                return  # nothing to draw on: the verdict says why
+                # a corrupt or vanished image still gets its overlay: grey, at the camera's size, stating why
+                raw = blank_frame(self.views[verdict.view].spec.image_size)
         t = time.perf_counter()
         path = out_dir / (prefix + overlay_name(verdict.view, Path(verdict.image)))
         try:
@@ -607,6 +632,18 @@ def _map_to_image(spec: ViewSpec, transform: np.ndarray) -> np.ndarray:
 
     S = resize_transform(tuple(spec.map_size), tuple(spec.image_size))
     return np.linalg.inv(transform) @ S
+
+
+def raised_fraction(amap: np.ndarray, pixel_threshold: float, counted: np.ndarray | None) -> float:
+    """Share of the counted pixels (all when ``counted`` is None) whose map value is above ``pixel_threshold``.
+
+    amap (h,w) float; counted (h,w) bool or None. 0 when no pixel counts.
+    """
+    above = amap > pixel_threshold
+    if counted is None:
+        return float(above.mean()) if above.size else 0.0
+    n = int(counted.sum())
+    return float((above & counted).sum() / n) if n else 0.0
 
 
 def find_regions(
@@ -686,12 +723,31 @@ def draw_overlay(raw: np.ndarray, verdict: ViewVerdict) -> np.ndarray:
     if verdict.score is not None and verdict.threshold is not None:
         text += f"  score {verdict.score:.3g} / threshold {verdict.threshold:.3g}"
     if verdict.verdict == UNDECIDED:
-        text += f"  {verdict.reason[:80]}"
-    band = 16 * unit
-    img[:band] = (0.4 * img[:band] + 0.6 * np.array(colour)).astype(np.uint8)
-    cv2.putText(img, text, (4 * unit, band - 4 * unit), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * unit, (255, 255, 255),
-                unit, cv2.LINE_AA)
+        text += f"  {verdict.reason}"
+    _banner(img, text, colour, unit)
     return img
+
+
+def _banner(img: np.ndarray, text: str, colour: tuple[int, int, int], unit: int) -> None:
+    """Draw ``text`` in a band across the top of ``img`` (in place), wrapped to the image width."""
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4 * unit
+    h, w = img.shape[:2]
+    (cw, ch), _ = cv2.getTextSize("abcdefghijklmnopqrstuvwxyz", font, scale, unit)
+    per_line = max(8, int((w - 8 * unit) / (cw / 26)))
+    lines = textwrap.wrap(text, per_line, break_long_words=True) or [""]
+    line_h = ch + 6 * unit
+    band = min(h, line_h * len(lines) + 4 * unit)
+    img[:band] = (0.4 * img[:band] + 0.6 * np.array(colour)).astype(np.uint8)
+    for i, line in enumerate(lines):
+        y = 2 * unit + line_h * (i + 1) - 4 * unit
+        if y > h:
+            break
+        cv2.putText(img, line, (4 * unit, y), font, scale, (255, 255, 255), unit, cv2.LINE_AA)
+
+
+def blank_frame(size: tuple[int, int]) -> np.ndarray:
+    """A mid-grey uint8 RGB frame (H, W): what an overlay is drawn on when the image cannot be read."""
+    return np.full((int(size[0]), int(size[1]), 3), 96, np.uint8)
 
 
 def is_candidate(path: Path) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,10 @@ from typing import Any
 from lineclear.dataset import View
 from lineclear.errors import FormatError, LineclearError, OutputExistsError, UsageError
 from lineclear.formats import read_mask, read_thresholds, sha256_file
-from lineclear.formats.deploy import MANIFEST_NAME, Bundle, ViewSpec, read_manifest, write_manifest
+from lineclear.formats._io import make_temp_dir, publish_dir
+from lineclear.formats.deploy import (
+    DEFAULT_MAX_RAISED_FRACTION, MANIFEST_NAME, Bundle, ViewSpec, read_manifest, write_manifest,
+)
 from lineclear.formats.run import read_run_config
 from lineclear.images import image_size
 
@@ -64,6 +66,7 @@ def view_from_run(
     registration: dict[str, Any] | None = None,
     border_margin: int | None = None,
     image_qc: dict[str, Any] | None = None,
+    max_raised_fraction: float = DEFAULT_MAX_RAISED_FRACTION,
     load_check: bool = True,
 ) -> ViewSource:
     """Collect and cross-check one view of a run directory.
@@ -188,12 +191,14 @@ def view_from_run(
                 f"{ref_size[1]}x{ref_size[0]}")
 
     qc = ImageQC.from_dict(image_qc or {}).to_dict()
+    if not 0 < max_raised_fraction <= 1:
+        raise UsageError(f"--max-raised-fraction must be in (0, 1], got {max_raised_fraction}")
     return ViewSource(
         name=name, model=str(meta.get("model")), checkpoint=ckpt.resolve(), thresholds=thr_path.resolve(),
         reference=Path(ref_path).resolve(), mask=mask_path.resolve() if mask_path else None, mask_stage=stage,
         border_margin=int(border_margin), image_size=ref_size, map_size=map_size,
         pattern=(pattern or DEFAULT_PATTERN).replace("{view}", name), registration=registration, image_qc=qc,
-        run=run_cfg_path.resolve() if run_cfg_path else None,
+        run=run_cfg_path.resolve() if run_cfg_path else None, max_raised_fraction=float(max_raised_fraction),
         provenance={
             "run_dir": str(run.resolve()), "view_dir": view_dir, "checkpoint": str(ckpt.resolve()),
             "checkpoint_sha256": ckpt_sha, "thresholds": str(thr_path.resolve()),
@@ -204,9 +209,25 @@ def view_from_run(
     )
 
 
-def _is_replaceable(out: Path) -> bool:
-    """Only an earlier bundle or an empty folder may be replaced by --overwrite (never someone's data)."""
-    return out.is_dir() and ((out / MANIFEST_NAME).is_file() or not any(out.iterdir()))
+def _replace_problem(out: Path) -> str | None:
+    """Why --overwrite may not replace ``out``, or None: only an earlier bundle holding nothing but its own
+    files, or an empty folder, is replaced (never someone's data, never a file lineclear did not write)."""
+    if not out.is_dir():
+        return "exists and is not a folder"
+    if not any(out.iterdir()):
+        return None
+    if not (out / MANIFEST_NAME).is_file():
+        return "exists and is not a lineclear bundle (no manifest.json); refusing to replace it"
+    try:
+        listed = set(read_manifest(out).files) | {MANIFEST_NAME}
+    except FormatError as exc:
+        return f"holds an unreadable manifest ({exc}); refusing to replace it"
+    foreign = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                     if not p.is_dir() and p.relative_to(out).as_posix() not in listed)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        return f"holds files that are not part of the bundle ({shown}); refusing to replace it"
+    return None
 
 
 def build_bundle(out: str | os.PathLike, sources: list[ViewSource], overwrite: bool = False) -> Bundle:
@@ -221,10 +242,11 @@ def build_bundle(out: str | os.PathLike, sources: list[ViewSource], overwrite: b
     if out.exists():
         if not overwrite:
             raise OutputExistsError(f"{out}: exists (use --overwrite to replace it)")
-        if not _is_replaceable(out):
-            raise LineclearError(f"{out}: exists and is not a lineclear bundle; refusing to replace it")
+        problem = _replace_problem(out)
+        if problem:
+            raise LineclearError(f"{out}: {problem}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = make_temp_dir(out.parent, out.name)
     try:
         entries: dict[str, dict[str, Any]] = {}
         for s in sources:
@@ -247,17 +269,23 @@ def build_bundle(out: str | os.PathLike, sources: list[ViewSource], overwrite: b
             entries[s.name] = {
                 "model": s.model, **rel, "mask_stage": s.mask_stage, "border_margin": s.border_margin,
                 "image_size": list(s.image_size), "map_size": list(s.map_size), "pattern": s.pattern,
-                "registration": s.registration, "image_qc": s.image_qc, "provenance": s.provenance,
+                "registration": s.registration, "image_qc": s.image_qc,
+                "max_raised_fraction": s.max_raised_fraction, "provenance": s.provenance,
             }
         write_manifest(tmp, entries)
         read_manifest(tmp)  # what the line will read: validate it before it goes into place
         old = None
-        if out.exists():
+        if overwrite and out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
-        os.replace(tmp, out)
+        try:
+            publish_dir(tmp, out)  # refuses a bundle another deploy put there meanwhile
+        except BaseException:
+            if old is not None and not out.exists():
+                os.replace(old, out)  # the earlier bundle goes back where it was
+            raise
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)  # checked above: nothing but the old bundle's own files
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

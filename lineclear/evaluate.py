@@ -121,6 +121,20 @@ def provenance_warnings(thr: dict, attrs: dict[str, Any], map_size: tuple[int, i
     return out
 
 
+def foreign_thresholds(thr: dict, attrs: dict[str, Any]) -> str | None:
+    """Why thresholds cannot apply to these maps at all (another view or model), or None.
+
+    Other differences (checkpoint, mask stage, map size) are :func:`provenance_warnings`.
+    """
+    src = thr.get("source", {}) or {}
+    name = thr.get("path", "thresholds")
+    for key, what in (("view", "view"), ("model", "model")):
+        a, b = src.get(key), attrs.get(key)
+        if a not in (None, "") and b not in (None, "") and str(a) != str(b):
+            return f"{name}: thresholds of {what} {a!r}, but the maps are of {what} {b!r}"
+    return None
+
+
 def choose_best(entries: Sequence[dict]) -> int:
     """Index of the thesis's best threshold set (highest accuracy; ties: max, ksigma, quantile)."""
     def key(i: int) -> tuple:

@@ -329,3 +329,76 @@ def test_checker_matches_and_refuses(bundle: Path) -> None:
     assert checker.match(["A.png", "B.png"]) == {"A": Path("A.png"), "B": Path("B.png")}
     with pytest.raises(UsageError, match="two images"):
         checker.match(["A.png", "A_2.png"])
+
+
+# -- a changed scene, unreadable images, other sizes ---------------------------------------------------------
+
+
+def _brighter(seed: int, out: Path, gain: float = 0.25) -> Path:
+    """The lights changed: the whole scene is brighter (not saturated, still registrable)."""
+    return write_image(out, np.clip(noisy(make_scene(seed), 7) + gain, 0, 1))
+
+
+def test_a_map_raised_almost_everywhere_is_a_changed_scene_not_a_leftover(bundle: Path, tmp_path: Path,
+                                                                           capsys) -> None:
+    a = _brighter(1, tmp_path / "A.png")
+    b = _image(2, tmp_path / "B.png")
+    rc, doc = _check(bundle, str(a), str(b), "--overlay-dir", str(tmp_path / "ov"), capsys=capsys)
+    va = _views(doc)["A"]
+    assert rc == 4 and va["verdict"] == "undecided"
+    assert va["reason"].startswith("scene changed: ") and "(limit 50%)" in va["reason"]
+    assert va["raised_fraction"] > 0.5 and va["regions"] == []  # no frame-sized "leftover" box
+    assert va["score"] > va["threshold"]  # the image score alone would have said leftover
+    assert _views(doc)["B"]["verdict"] == "clear" and _views(doc)["B"]["raised_fraction"] < 0.05
+    # the limit is the manifest's: a bundle that allows the whole frame reports the leftover again
+    from lineclear.formats.deploy import read_manifest
+
+    loose = read_manifest(bundle)
+    loose.views["A"].max_raised_fraction = 1.0
+    v = Checker(loose, "cpu").check_one("A", a)
+    assert v.verdict == "leftover" and v.regions
+
+
+def test_a_real_leftover_is_still_a_leftover(bundle: Path, tmp_path: Path) -> None:
+    big = (40, 40, 120, 100)  # a large bag: a quarter of the frame, well under the limit
+    v = Checker(bundle, "cpu").check_one("A", _image(1, tmp_path / "A.png", leaflet=big))
+    assert v.verdict == "leftover" and 0.1 < v.raised_fraction < 0.5
+
+
+def test_an_unreadable_image_gets_an_overlay_that_says_why(bundle: Path, tmp_path: Path, capsys) -> None:
+    a = _corrupt(tmp_path / "A.png")
+    b = _image(2, tmp_path / "B.png")
+    rc, doc = _check(bundle, str(a), str(b), "--overlay-dir", str(tmp_path / "ov"), capsys=capsys)
+    va = _views(doc)["A"]
+    assert rc == 4 and va["reason"].startswith("unreadable image")
+    ov = (read_rgb(va["overlay"]) * 255).round().astype(int)
+    assert ov.shape == (H, W, 3)  # the camera's frame, grey, with the banner
+    assert (ov[H - 10:, :] == 96).all()
+    band = ov[:, 2]
+    orange = [(r > 150 and 50 < g < 150 and b < 80) for r, g, b in band]
+    assert orange[0] and not orange[-1]
+
+
+def test_a_long_reason_is_wrapped_onto_several_banner_lines() -> None:
+    from lineclear.check import ViewVerdict, blank_frame, draw_overlay
+
+    def band_height(reason: str) -> int:
+        img = draw_overlay(blank_frame((H, W)), ViewVerdict("A", "undecided", reason))
+        return int(np.argmax((img[:, 1] == 96).all(axis=1)))
+
+    short, long = band_height("no image"), band_height("camera moved / registration failed: " + "x " * 120)
+    assert long >= 4 * short  # every word is on the image, none cut off at the right edge
+    img = draw_overlay(blank_frame((H, W)), ViewVerdict("A", "undecided", "word " * 60))
+    text = (img[: long, :, :] == 255).all(axis=2)
+    assert text[:, W - 40:].sum() < text[:, : W - 40].sum() / 5  # lines end inside the frame
+
+
+def test_an_image_of_another_size_gets_a_note(bundle: Path, tmp_path: Path, capsys) -> None:
+    img = noisy(make_scene(1), 7)
+    a = write_image(tmp_path / "A.png", cv2.resize(img, (W * 3 // 4, H * 3 // 4), interpolation=cv2.INTER_AREA))
+    b = _image(2, tmp_path / "B.png")
+    capsys.readouterr()
+    rc = run_cli(["check", str(bundle), "--device", "cpu", str(a), str(b)])
+    err = capsys.readouterr().err
+    assert f"view A: image is {W * 3 // 4}x{H * 3 // 4}, the view's reference {W}x{H}: registered to it" in err
+    assert err.count("image is ") == 1 and rc == 0

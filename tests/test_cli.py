@@ -54,3 +54,52 @@ def test_unknown_command_is_a_usage_error(capsys) -> None:
 def test_readme_first_screen_names_the_two_commands() -> None:
     first = (ROOT / "README.md").read_text(encoding="utf-8")[:1200]
     assert "make demo" in first and "make test" in first
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_help_reads_at_80_columns(name: str) -> None:
+    """No cut option names or defaults, no ``<bool>`` on flags, conventional metavars and usage."""
+    r = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "80"}, prog_name="lineclear")
+    assert r.exit_code == 0, r.output
+    text = r.output
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text and "<bool>" not in text and "<str>" not in text and "<path>" not in text
+    usage = text.splitlines()[0]
+    assert usage.startswith(f"Usage: lineclear {name} [OPTIONS]") and "{" not in usage
+    cmd = next(c for c in app.registered_commands if c.name == name)
+    import inspect
+    from typing import get_args
+
+    # every option's long name is printed whole
+    for p in inspect.signature(cmd.callback).parameters.values():
+        for meta in get_args(p.annotation)[1:]:
+            decls = getattr(meta, "param_decls", None) or ()
+            for d in decls:
+                for flag in d.split("/"):
+                    if flag.startswith("--"):
+                        assert flag in text, f"{flag} missing from `lineclear {name} --help`"
+
+
+def test_train_help_shows_conventional_metavars() -> None:
+    import os
+
+    env = {**os.environ, "COLUMNS": "80", "PYTHONPATH": str(ROOT)}
+    text = subprocess.run([sys.executable, "-m", "lineclear", "train", "--help"], capture_output=True, text=True,
+                          timeout=120, env=env).stdout
+    assert text.splitlines()[0] == "Usage: lineclear train [OPTIONS] VIEW_DIR"
+    lines = {line.split()[0]: line for line in text.splitlines() if line.strip().startswith("-")}
+    assert lines["--epochs"].split()[1] == "INTEGER" and lines["--lr"].split()[1] == "FLOAT"
+    assert lines["-o,"].split()[2] == "PATH" and lines["--backbone-weights"].split()[1] == "TEXT"
+    assert lines["--resume"].split()[1] == "Continue"  # a flag has no metavar
+    assert "[default: patchcore]" in text
+
+
+def test_every_test_the_readme_cites_exists() -> None:
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    cited = set(re.findall(r"`(test_\w+\.py)::(test_\w+)`", text))
+    assert len(cited) >= 15
+    for file, name in sorted(cited):
+        src = (ROOT / "tests" / file).read_text(encoding="utf-8")
+        assert re.search(rf"^def {name}\(", src, re.M), f"README cites {file}::{name}, which does not exist"

@@ -223,3 +223,53 @@ def test_deploy_cross_checks_the_pieces(own_runs: dict[str, Path], tmp_path: Pat
     (line_runs["A"] / "thresholds.json").unlink()
     assert deploy(line_runs, tmp_path / "l2") == 1
     assert "no thresholds for view A" in capsys.readouterr().err
+
+
+def test_bundle_is_readable_by_other_accounts(line_runs: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "line"
+        assert deploy(line_runs, out) == 0
+    finally:
+        os.umask(old)
+    # a line service account that is not the deploying user reads the bundle: 0755 folders, 0644 files
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    for p in out.rglob("*"):
+        assert stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644), p
+
+
+def test_overwrite_never_deletes_files_the_bundle_does_not_list(line_runs: dict[str, Path], tmp_path: Path,
+                                                                 capsys) -> None:
+    out = tmp_path / "line"
+    assert deploy(line_runs, out) == 0
+    (out / "A" / "notes.txt").write_text("the operator's notes")
+    capsys.readouterr()
+    assert deploy(line_runs, out, "--overwrite") == 1
+    assert "holds files that are not part of the bundle (A/notes.txt)" in capsys.readouterr().err
+    assert (out / "A" / "notes.txt").read_text() == "the operator's notes"
+    (out / "A" / "notes.txt").unlink()
+    assert deploy(line_runs, out, "--overwrite") == 0
+
+
+def test_scene_change_limit_is_in_the_manifest(line_runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    from lineclear.formats.deploy import DEFAULT_MAX_RAISED_FRACTION
+
+    out = tmp_path / "line"
+    assert deploy(line_runs, out) == 0
+    doc = json.loads((out / "manifest.json").read_text())
+    assert doc["views"]["A"]["max_raised_fraction"] == DEFAULT_MAX_RAISED_FRACTION == 0.5
+    assert deploy(line_runs, out, "--overwrite", "--max-raised-fraction", "0.3") == 0
+    assert read_manifest(out).views["B"].max_raised_fraction == 0.3
+    # a manifest written before the key existed gets the default; a bad value is refused
+    doc = json.loads((out / "manifest.json").read_text())
+    del doc["views"]["A"]["max_raised_fraction"]
+    doc["views"]["B"]["max_raised_fraction"] = 0
+    (out / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match=r"views\['B'\].max_raised_fraction must be a number in \(0, 1\]"):
+        read_manifest(out)
+    doc["views"]["B"]["max_raised_fraction"] = 0.3
+    (out / "manifest.json").write_text(json.dumps(doc))
+    assert read_manifest(out).views["A"].max_raised_fraction == 0.5

@@ -181,7 +181,14 @@ def test_nan_maps_and_foreign_thresholds(tmp_path, monkeypatch, capsys):
     t["source"]["map_size"] = [64, 64]
     (d["run"] / "foreign.json").write_text(json.dumps(t))
     capsys.readouterr()
-    assert _run(["-q", "evaluate", "-t", "foreign.json", "--out", "rep2", "--max-overlays", "0"]) == 0
+    # thresholds of another model are refused in one line, nothing written; --force evaluates with warnings
+    assert _run(["-q", "evaluate", "-t", "foreign.json", "--out", "rep2", "--max-overlays", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "lineclear: error: foreign.json: thresholds of model 'other', but the maps are of model 'toy'; "
+        "calibrate on this view's maps (or give --force)"]
+    assert not (d["run"] / "rep2").exists()
+    assert _run(["-q", "evaluate", "-t", "foreign.json", "--out", "rep2", "--max-overlays", "0", "--force"]) == 0
     err = capsys.readouterr().err
     assert "model=other" in err and "map size [64, 64]" in err
     with h5py.File(d["run"] / "test_maps.h5", "r+") as f:
@@ -283,3 +290,50 @@ def test_evaluate_refuses_an_unusable_report_folder_before_work(tmp_path, monkey
     assert _run(["-q", "evaluate", "-o", "afile/sub"]) == 1
     assert "not a writable folder" in capsys.readouterr().err
     assert (d["run"] / "afile").read_text() == "x"
+
+
+def test_thresholds_of_another_view_are_refused_unless_forced(tmp_path, monkeypatch, capsys):
+    d = make_run(tmp_path)
+    monkeypatch.chdir(d["run"])
+    assert _run(["-q", "calibrate"]) == 0
+    t = json.loads((d["run"] / "thresholds.json").read_text())
+    t["source"]["view"] = "B"
+    (d["run"] / "b.json").write_text(json.dumps(t))
+    capsys.readouterr()
+    assert _run(["-q", "evaluate", "-t", "b.json", "--out", "rep", "--max-overlays", "0"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "lineclear: error: b.json: thresholds of view 'B', but the maps are of view 'A'; "
+        "calibrate on this view's maps (or give --force)"]
+    assert not (d["run"] / "rep").exists()
+    assert _run(["-q", "evaluate", "-t", "b.json", "--out", "rep", "--max-overlays", "0", "--force"]) == 0
+    assert "view=B, applied to maps with view=A" in capsys.readouterr().err
+    assert json.loads((d["run"] / "rep" / "metrics.json").read_text())["source"]["view"] == "A"
+
+
+@pytest.mark.parametrize("n_val, warned", [(3, True), (9, True), (10, False)])
+def test_calibrate_warns_below_ten_normal_images(tmp_path, monkeypatch, capsys, n_val, warned):
+    d = make_run(tmp_path, n_val=n_val)
+    monkeypatch.chdir(d["run"])
+    capsys.readouterr()
+    assert _run(["-q", "calibrate"]) == 0
+    err = capsys.readouterr().err
+    assert (f"val_maps.h5: thresholds from only {n_val} normal image(s); fewer than 10" in err) is warned
+    assert (d["run"] / "thresholds.json").is_file()
+
+
+def test_evaluate_overwrite_removes_only_the_previous_reports_files(tmp_path, monkeypatch, capsys):
+    d = make_run(tmp_path)
+    monkeypatch.chdir(d["run"])
+    assert _run(["-q", "calibrate"]) == 0
+    assert _run(["-q", "evaluate", "--out", "rep", "--max-overlays", "3"]) == 0
+    rep = d["run"] / "rep"
+    old = json.loads((rep / "metrics.json").read_text())["files"]
+    assert len(old["overlays"]) == 3
+    (rep / "overlays" / "my_annotated.png").write_bytes(b"mine")  # not lineclear's
+    (rep / "notes.md").write_text("mine")
+    assert _run(["-q", "evaluate", "--out", "rep", "--max-overlays", "1", "--overwrite"]) == 0
+    new = json.loads((rep / "metrics.json").read_text())["files"]
+    assert sorted(p.name for p in (rep / "overlays").iterdir()) == sorted(
+        [Path(n).name for n in new["overlays"]] + ["my_annotated.png"])
+    assert (rep / "notes.md").read_text() == "mine"
+    assert not [p for p in rep.iterdir() if p.name.startswith(".")]  # no staging folder left

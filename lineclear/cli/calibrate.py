@@ -16,6 +16,8 @@ from lineclear.errors import LineclearError, UsageError
 from lineclear.formats import MapsFile, check_writable, sha256_file, write_thresholds
 
 DEFAULT_VAL_MAPS = Path("val_maps.h5")
+# below this many normal images a max, quantile or k-sigma threshold rests on too few samples to be trusted
+MIN_NORMAL_IMAGES = 10
 DEFAULT_OUT_NAME = "thresholds.json"
 
 
@@ -109,6 +111,11 @@ def calibrate_command(
         source = source_of(maps)
         # synthetic camera shifts of the normal images (lineclear score --shifts) count as normal images
         shifted = sum(1 for i, ok in zip(maps.image_ids, normal) if ok and "#shift" in i)
+    n_real = int(normal.sum()) - shifted
+    if n_real < MIN_NORMAL_IMAGES:
+        console.warn(f"{maps_path}: thresholds from only {n_real} normal image(s)"
+                     + (f" (+ {shifted} synthetic camera shifts of them)" if shifted else "")
+                     + f"; fewer than {MIN_NORMAL_IMAGES} give unreliable thresholds (score more validation images)")
     docs = {}
     for m, doc in results.items():
         doc = {**doc, "source": source}

@@ -42,6 +42,15 @@ def verdict_table(result, title: str = "") -> Table:
     return t
 
 
+def note_once(result, seen: set[tuple[str, str]]) -> None:
+    """Each view's notes on stderr, each at most once per command (a watch run checks many sets)."""
+    for v in result.views:
+        for n in v.notes:
+            if (v.view, n) not in seen:
+                seen.add((v.view, n))
+                console.note(f"view {v.view}: {n}")
+
+
 def check_command(
     bundle: Annotated[Path, typer.Argument(help="Deployment bundle folder (from `lineclear deploy`).", show_default=False)],
     images: Annotated[Optional[List[Path]], typer.Argument(help="Images, assigned to views by the manifest's name patterns.", show_default=False)] = None,
@@ -121,6 +130,7 @@ def check_command(
         return
 
     result = checker.check(matched, views=expected, overlay_dir=overlay_dir, overwrite=overwrite)
+    note_once(result, set())
     doc = result.to_dict()
     if out is not None:
         from lineclear.formats.verdict import write_verdict
@@ -164,7 +174,10 @@ def _watch(checker, folder: Path, log: Path | None, overlay_dir: Path | None, ov
     live = (Live(render(), console=console.err, auto_refresh=False, transient=False, redirect_stdout=False,
                  redirect_stderr=False) if not console.state.quiet else None)
 
+    noted: set[tuple[str, str]] = set()
+
     def on_result(result, set_no: int) -> None:
+        note_once(result, noted)
         state["last"], state["sets"] = result, set_no
         state["counts"][result.verdict] += 1
         line = {"set": set_no, **result.to_dict()}

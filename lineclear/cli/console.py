@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -59,11 +61,51 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+class _Interrupt:
+    requested = False
+
+
+_interrupt = _Interrupt()
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    _interrupt.requested = True
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C that is never lost: the SIGINT handler raises KeyboardInterrupt as usual *and* remembers it.
+
+    A KeyboardInterrupt raised while Python runs a garbage-collector or weakref callback (PyTorch and
+    h5py make many) is printed as "Exception ignored" and dropped, and the command would run to its end.
+    The remembered request is raised again at the next progress step (:func:`check_interrupt`), so the
+    command stops within one batch, says "interrupted" and leaves no partial output.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _interrupt.requested = False
+    old = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        _interrupt.requested = False
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed (and possibly swallowed) since :func:`interruptible` began."""
+    if _interrupt.requested:
+        raise KeyboardInterrupt
+
+
 class _RichTask:
     def __init__(self, progress: Progress, task_id: int) -> None:
         self._p, self._id = progress, task_id
 
     def advance(self, n: float = 1, **fields: Any) -> None:
+        check_interrupt()  # a safe point between batches
         info = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
         self._p.update(self._id, advance=n, info=info)
 

@@ -10,6 +10,7 @@ import typer
 from lineclear.cli import console
 from lineclear.cli.options import Overwrite
 from lineclear.errors import UsageError
+from lineclear.formats.deploy import DEFAULT_MAX_RAISED_FRACTION
 
 
 def parse_view_map(values: list[str] | None, option: str) -> dict[str, str]:
@@ -35,6 +36,7 @@ def deploy_command(
     registration_model: Annotated[str, typer.Option("--registration-model", help="homography, affine or similarity.")] = "homography",
     register_: Annotated[bool, typer.Option("--register/--no-register", help="Register each image to the view's reference with quality control (off only for cameras that cannot move).")] = True,
     border_margin: Annotated[Optional[int], typer.Option("--border-margin", min=0, help="Map pixels along a registration seam that are ignored (default: as calibrated, else lineclear score's default).")] = None,
+    max_raised_fraction: Annotated[float, typer.Option("--max-raised-fraction", min=0.0, max=1.0, help="Share of the inspected area above the pixel threshold beyond which check says undecided (scene changed: lighting, dirty lens, camera) instead of leftover.")] = DEFAULT_MAX_RAISED_FRACTION,
     overwrite: Overwrite = False,
 ) -> None:
     """Bundle each view's checkpoint, thresholds, reference, inspection mask and registration settings.
@@ -65,6 +67,7 @@ def deploy_command(
         src = view_from_run(
             run, thresholds=maps["thresholds"].get(v), mask=maps["mask"].get(v), reference=maps["reference"].get(v),
             pattern=maps["pattern"].get(v), registration=reg, border_margin=border_margin,
+            max_raised_fraction=max_raised_fraction,
         )
         for n in src.notes:
             console.note(n)
@@ -75,7 +78,8 @@ def deploy_command(
         "bundle": str(out), "manifest": str(out / "manifest.json"),
         "views": {n: {"model": s.model, "pattern": s.pattern, "mask_stage": s.mask_stage,
                       "border_margin": s.border_margin, "registration": (s.registration or {}).get("model"),
-                      "map_size": list(s.map_size), "image_size": list(s.image_size)}
+                      "map_size": list(s.map_size), "image_size": list(s.image_size),
+                      "max_raised_fraction": s.max_raised_fraction}
                   for n, s in bundle.views.items()},
         "files": len(bundle.files),
     })

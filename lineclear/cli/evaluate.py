@@ -13,7 +13,7 @@ from rich.table import Table
 from lineclear.cli import console
 from lineclear.cli.options import JsonOut, Overwrite
 from lineclear.errors import LineclearError, OutputExistsError
-from lineclear.evaluate import GroundTruth, evaluate
+from lineclear.evaluate import GroundTruth, evaluate, foreign_thresholds
 from lineclear.formats import MapsFile, read_thresholds, sha256_file
 from lineclear.report.build import OUTPUTS, render_overlays, write_report_dir
 from lineclear.report.plots import all_curves
@@ -86,6 +86,7 @@ def evaluate_command(
     name: Annotated[Optional[str], typer.Option("--name", help="Configuration name for comparison tables (default: from the maps provenance, e.g. PO+M+R).", show_default=False)] = None,
     max_overlays: Annotated[int, typer.Option("--max-overlays", min=0, help="Per-image overlays to draw, worst first.")] = 24,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Maps read per batch.")] = 8,
+    force: Annotated[bool, typer.Option("--force", help="Evaluate even with thresholds calibrated for another view or model (a warning instead of an error).")] = False,
     json_out: JsonOut = False,
     overwrite: Overwrite = False,
 ) -> None:
@@ -115,6 +116,10 @@ def evaluate_command(
         seen[key] = p
         docs.append(d)
     with MapsFile(maps_path) as maps:
+        for d in docs:
+            problem = foreign_thresholds(d, maps.attrs)
+            if problem and not force:
+                raise LineclearError(f"{problem}; calibrate on this view's maps (or give --force)")
         truth = GroundTruth(maps.attrs.get("dataset_root"), gt, maps.attrs.get("image_size"))
         progress = console.rich_progress()
         doc = evaluate(maps, docs, truth, batch=batch_size, progress=progress)

@@ -12,9 +12,11 @@ import traceback
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand
 
 from lineclear import __version__
 from lineclear.cli import console
+from lineclear.cli.helpfmt import Command
 from lineclear.errors import LineclearError
 
 # Pipeline order, which is also the order of ``lineclear --help``.
@@ -26,6 +28,7 @@ _app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: readable at 80 columns (lineclear.cli.helpfmt)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -67,6 +70,9 @@ def _load_commands(only: str | None = None) -> None:
             raise
         mod.register(_app)
         _loaded.add(name)
+    for info in _app.registered_commands:
+        if info.cls is None or info.cls is TyperCommand:  # Typer's default (None in older versions)
+            info.cls = Command
 
 
 def __getattr__(name: str):
@@ -103,8 +109,11 @@ def run(argv: list[str] | None = None) -> None:
     args = _hoist_global_options(sys.argv[1:] if argv is None else list(argv))
     _load_commands(_command_of(args))
     try:
-        rc = _app(args=args, prog_name="lineclear", standalone_mode=False)
+        with console.interruptible():
+            rc = _app(args=args, prog_name="lineclear", standalone_mode=False)
         # outside standalone mode click returns the code of a typer.Exit instead of raising it
+        if rc == 130:
+            raise KeyboardInterrupt  # newer Typer turns Ctrl-C into a silent Exit(130): say what happened
         if isinstance(rc, int) and rc != 0:
             sys.exit(rc)
     except LineclearError as exc:

@@ -57,6 +57,23 @@ def collect_inputs(inputs: list[Path], split: str, meta: dict) -> tuple[list[Pat
     return paths, root.resolve()
 
 
+def other_sizes(paths: list[Path], expected: tuple[int, int]) -> str | None:
+    """A note naming the images whose size (H, W) is not ``expected``, or None when all have it."""
+    odd: dict[tuple[int, int], list[Path]] = {}
+    for p in paths:
+        hw = image_size(p)
+        if hw != expected:
+            odd.setdefault(hw, []).append(p)
+    if not odd:
+        return None
+    n = sum(len(v) for v in odd.values())
+    shown = ", ".join(f"{w}x{h} ({v[0].name}{f' and {len(v) - 1} more' if len(v) > 1 else ''})"
+                      for (h, w), v in sorted(odd.items()))
+    return (f"{n} image(s) of another size than {expected[1]}x{expected[0]} (the first image's): {shown}; "
+            "each is resized to the model's resolution like the rest, but the scene may not line up with the "
+            "others (another camera?)")
+
+
 def score_command(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt, or a run directory holding one.", show_default=False)],
     inputs: Annotated[List[Path], typer.Argument(help="Images, folders, or view directories (see --split).", show_default=False)],
@@ -93,6 +110,9 @@ def score_command(
     paths, root = collect_inputs(list(inputs), split, meta)
     size = tuple(int(x) for x in cfg.image_size)
     src_size = image_size(paths[0])
+    odd = other_sizes(paths, src_size)
+    if odd:
+        console.note(odd)
     roi = None
     if mask is not None:
         roi = read_mask(mask)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -15,7 +14,7 @@ from lineclear.cli.options import Device, Overwrite
 from lineclear.dataset import RegisteredLookup, View
 from lineclear.device import resolve_device
 from lineclear.errors import LineclearError, UsageError
-from lineclear.formats.run import write_run_config
+from lineclear.formats.run import remove_run_files, run_dir_problem, write_run_config
 from lineclear.models import MODELS, get_model
 from lineclear.models.base import resolve_config
 from lineclear.training import TrainSession, add_training_shifts, load_view_images, seed_everything
@@ -108,17 +107,19 @@ def train_command(
         raise LineclearError(f"{view.dir / 'train' / 'good'}: no training images")
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if resume:
-            if not (out / "config.json").is_file():
-                raise LineclearError(f"{out}: not a lineclear run directory (no config.json); nothing to resume")
-        elif overwrite:
-            shutil.rmtree(out)
+    problem = run_dir_problem(out)
+    if problem:
+        # never train into (or, with --overwrite, empty) a folder lineclear did not make: a dataset, a work folder
+        raise LineclearError(problem)
+    if out.exists() and any(out.iterdir()) and not resume:
+        if overwrite:
+            remove_run_files(out)  # only the run's own files; thresholds, maps and anything else stay
         elif (out / "model.pt").is_file():
             raise LineclearError(f"{out}: already holds a trained model (use --overwrite to train again)")
         else:
             raise LineclearError(f"{out}: holds an unfinished run (use --resume to continue it or --overwrite)")
-    fresh = not out.exists() or not any(out.iterdir())
+    created = not out.exists()
+    fresh = created or overwrite or not any(out.iterdir())  # no earlier run's files left to keep
     out.mkdir(parents=True, exist_ok=True)
     try:
         _train(entry, cfg, view, train_samples, val_samples, out, device, resume, preset, val_fraction, split_seed,
@@ -126,7 +127,9 @@ def train_command(
     except BaseException:
         # a run that never got going leaves nothing behind (a resumable state is kept for --resume)
         if fresh and not (out / "train_state.pt").exists() and not (out / "model.pt").exists():
-            shutil.rmtree(out, ignore_errors=True)
+            remove_run_files(out)
+            if created and not any(out.iterdir()):
+                out.rmdir()
         raise
 
 

@@ -1,7 +1,14 @@
-"""Atomic writes, overwrite protection, hashing and schema-tagged JSON."""
+"""Atomic writes, overwrite protection, hashing and schema-tagged JSON.
+
+Every output goes to a temporary file beside its target and is renamed into place at the end. Without
+``overwrite`` the final step is a **no-replace** link (:func:`publish`): if another process wrote the
+target meanwhile (two ``lineclear score --out same.h5`` started together), the second one is refused
+there, instead of silently replacing the first one's file as a plain rename would.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -16,23 +23,82 @@ from lineclear.errors import FormatError, LineclearError, OutputExistsError
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse an existing output unless ``overwrite``; return the path."""
+    """Refuse an existing output unless ``overwrite``, and a folder where a file goes; return the path."""
     path = Path(path)
+    if path.is_dir():
+        # --overwrite would not help: say what is wrong the first time
+        raise LineclearError(f"{path}: is a directory, expected a file path")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: exists (use --overwrite to replace it)")
     return path
 
 
+def _exists_error(path: Path) -> OutputExistsError:
+    return OutputExistsError(f"{path}: was written by another process meanwhile; not replaced "
+                             "(use --overwrite to replace it)")
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Move the finished file ``tmp`` to ``path``: a rename with ``overwrite``, else a no-replace link.
+
+    Without ``overwrite`` an existing ``path`` (created after the up-front check, e.g. by a second
+    lineclear run) raises :class:`OutputExistsError` and ``tmp`` stays for the caller to remove.
+    ``os.link`` fails when the name exists, atomically; on a file system without hard links the
+    fallback is a check right before the rename (a window of microseconds instead of the whole run).
+    """
+    tmp, path = Path(tmp), Path(path)
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise _exists_error(path) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV,
+                             errno.ENOSYS, errno.EACCES):
+            raise
+        if os.path.lexists(path):
+            raise _exists_error(path) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+def publish_dir(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename the finished folder ``tmp`` to ``path`` without replacing a folder that holds anything.
+
+    rename(2) refuses a non-empty target folder (and a file); an empty folder is replaced, which loses nothing.
+    """
+    tmp, path = Path(tmp), Path(path)
+    try:
+        os.rename(tmp, path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise _exists_error(path) from None
+        raise
+
+
+def make_temp_dir(parent: str | os.PathLike, name: str) -> Path:
+    """A new hidden folder in ``parent`` for building ``name``, with the usual permissions.
+
+    ``tempfile.mkdtemp`` makes it 0700; a bundle or report built in it is renamed into place and
+    must stay readable by other accounts (a line service account): 0777 less the umask, i.e. 0755.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place on success.
+    """Yield a temporary path beside ``path``; move it into place on success (see :func:`publish`).
 
     On any exception (including KeyboardInterrupt) the temporary file is removed,
-    so a crash never leaves a half-written target.
+    so a crash never leaves a half-written target. Without ``overwrite`` an existing target is
+    refused both now and at the final step, so a concurrent writer is never silently replaced.
     """
     path = check_writable(path, overwrite)
-    if path.is_dir():
-        raise LineclearError(f"{path}: is a directory, expected a file path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -47,7 +113,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        publish(tmp_path, path, overwrite)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

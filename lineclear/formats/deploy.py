@@ -26,6 +26,8 @@ views.<name>.map_size               [H, W] of the model's anomaly map
 views.<name>.pattern                file-name glob that assigns an image to this view
 views.<name>.registration           registration settings incl. QC limits, or null (no registration)
 views.<name>.image_qc               limits of the image sanity check (black, saturated, uniform)
+views.<name>.max_raised_fraction    share of the inspected area above the pixel threshold beyond which the
+                                    scene has changed (lighting, dirty lens, camera): ``undecided``; default 0.5
 views.<name>.provenance             where the pieces came from (run dir, view dir, calibration maps)
 files.<relpath>.sha256 / .bytes     SHA-256 and size of every file of the bundle
 =================================== =============================================================
@@ -53,6 +55,9 @@ DEPLOY_SCHEMA = "lineclear.deploy/1"
 MANIFEST_NAME = "manifest.json"
 MASK_STAGES = ("none", "pre", "post")
 VIEW_FILE_KEYS = ("checkpoint", "thresholds", "reference", "mask", "run")
+# A map raised over more than this share of the inspected area is not a leftover but a changed scene
+# (a leftover covers a small part of the frame). Also the value for manifests written before the key existed.
+DEFAULT_MAX_RAISED_FRACTION = 0.5
 
 
 @dataclass
@@ -75,6 +80,7 @@ class ViewSpec:
     run: Path | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     files: tuple[str, ...] = ()  # bundle-relative paths this view depends on
+    max_raised_fraction: float = DEFAULT_MAX_RAISED_FRACTION
 
 
 @dataclass
@@ -217,6 +223,9 @@ def _parse(path: Path, root: Path, doc: dict[str, Any]) -> Bundle:
         qc = v.get("image_qc", {})
         if not isinstance(qc, dict):
             raise FormatError(f"{path}: {where}.image_qc must be an object")
+        raised = v.get("max_raised_fraction", DEFAULT_MAX_RAISED_FRACTION)
+        if isinstance(raised, bool) or not isinstance(raised, (int, float)) or not 0 < raised <= 1:
+            raise FormatError(f"{path}: {where}.max_raised_fraction must be a number in (0, 1], found {raised!r}")
         if not isinstance(v["pattern"], str) or not v["pattern"]:
             raise FormatError(f"{path}: {where}.pattern must be a non-empty glob")
         specs[name] = ViewSpec(
@@ -236,5 +245,6 @@ def _parse(path: Path, root: Path, doc: dict[str, Any]) -> Bundle:
             run=root / v["run"] if v.get("run") else None,
             provenance=v.get("provenance", {}) if isinstance(v.get("provenance"), dict) else {},
             files=tuple(refs),
+            max_raised_fraction=float(raised),
         )
     return Bundle(root=root, manifest=doc, views=specs)

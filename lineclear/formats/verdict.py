@@ -16,7 +16,10 @@ Per view: ``view``, ``verdict``, ``reason``, ``image``, ``model``, ``score``, ``
 level), ``pixel_threshold``, ``regions[]`` (``bbox`` [x, y, w, h] and ``area_px`` in original-image
 pixels, ``peak_score``, ``peak_xy``, ``bbox_map``, ``area_map_px``), ``regions_total``, ``peak_xy``,
 ``registration`` (``ok``, ``reason``, ``transform`` image→reference and the QC figures, or null),
-``image_qc`` (gray-level statistics), ``timings_ms``, ``overlay`` (PNG path or null).
+``image_qc`` (gray-level statistics), ``timings_ms``, ``overlay`` (PNG path or null), and when they apply
+``raised_fraction`` (share of the inspected area above the pixel threshold; beyond the manifest's
+``max_raised_fraction`` the view is undecided, "scene changed"), ``notes[]`` (e.g. the image was resized)
+and ``overlay_error``.
 
 The watch log (``--log``) holds one JSON object per line and per view: the per-view object above plus
 ``set`` (sequence number), ``set_verdict``, ``set_exit_code`` and ``checked_utc``.

@@ -9,7 +9,8 @@
 
 Everything is rendered in memory and staged in a hidden folder inside ``REPORT_DIR``;
 only when all of it exists are the files moved into place, so a failure leaves the
-previous report (or nothing) behind.
+previous report (or nothing) behind. ``--overwrite`` removes only the files the previous
+report's metrics.json lists; without it, no file is replaced (not even one another run wrote meanwhile).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import datetime as _dt
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from lineclear import __version__
 from lineclear.errors import LineclearError, OutputExistsError
+from lineclear.formats._io import make_temp_dir, publish
 from lineclear.formats.metrics import write_metrics
 from lineclear.images import read_rgb
 from lineclear.progress import Progress, ensure
@@ -104,7 +105,8 @@ def write_report_dir(
     doc.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     for r, _, n in overlays:
         r["overlay"] = f"overlays/{n}"
-    stage = Path(tempfile.mkdtemp(prefix=".lineclear-report-", dir=out))
+    previous = _previous_files(out) if overwrite else set()
+    stage = make_temp_dir(out, "lineclear-report")
     try:
         (stage / "curves").mkdir()
         (stage / "overlays").mkdir()
@@ -115,13 +117,28 @@ def write_report_dir(
         page = render_report(doc, curves, [(r, data) for r, data, _ in overlays])
         (stage / "report.html").write_text(page, encoding="utf-8")
         write_metrics(stage / "metrics.json", doc)
-        # everything rendered: replace the old report
-        for n in ("curves", "overlays"):
-            if (out / n).is_dir():
-                shutil.rmtree(out / n)
-            os.replace(stage / n, out / n)
-        os.replace(stage / "report.html", out / "report.html")
-        os.replace(stage / "metrics.json", out / "metrics.json")
+        # everything rendered: replace the old report file by file. Only the files the previous
+        # metrics.json lists are removed; anything else in curves/ or overlays/ is not lineclear's.
+        new = [*files["curves"], *files["overlays"], "report.html", "metrics.json"]
+        for rel in sorted(previous - set(new)):
+            (out / rel).unlink(missing_ok=True)
+        for rel in new:
+            (out / rel).parent.mkdir(exist_ok=True)
+            publish(stage / rel, out / rel, overwrite)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return doc
+
+
+def _previous_files(out: Path) -> set[str]:
+    """Curves and overlays the report already in ``out`` consists of (from its metrics.json)."""
+    from lineclear.formats.metrics import read_metrics
+
+    if not (out / "metrics.json").is_file():
+        return set()
+    try:
+        listed = read_metrics(out / "metrics.json").get("files") or {}
+    except LineclearError:
+        return set()
+    rels = [*listed.get("curves", []), *listed.get("overlays", [])]
+    return {r for r in rels if isinstance(r, str) and r.split("/")[0] in ("curves", "overlays") and ".." not in r}

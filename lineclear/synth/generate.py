@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from lineclear.errors import LineclearError, OutputExistsError, UsageError
+from lineclear.formats._io import publish_dir
 from lineclear.formats.synth import write_shifts
 from lineclear.formats.via import ImageAnnotation, format_via_csv
 from lineclear.labels import Region, rasterise, validate_shape
@@ -346,7 +347,7 @@ def _build_view(out: Path, v: str, args: tuple, overwrite: bool, task) -> dict:
             os.replace(tmp, target)
             shutil.rmtree(old)
         else:
-            os.replace(tmp, target)
+            publish_dir(tmp, target)  # refuses a view another synth run put there meanwhile
         return result
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

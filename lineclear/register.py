@@ -44,7 +44,7 @@ import numpy as np
 
 from lineclear.errors import UsageError
 
-MODELS = ("homography", "affine", "similarity")
+TRANSFORM_MODELS = ("homography", "affine", "similarity")  # what RegistrationConfig.model may be
 REFINES = ("flow", "ecc", "none")
 
 
@@ -101,8 +101,8 @@ class RegistrationConfig:
     limits: QCLimits = field(default_factory=QCLimits)
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise UsageError(f"registration model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        if self.model not in TRANSFORM_MODELS:
+            raise UsageError(f"registration model must be one of {', '.join(TRANSFORM_MODELS)}, not {self.model!r}")
         if self.refine not in REFINES:
             raise UsageError(f"refinement must be one of {', '.join(REFINES)}, not {self.refine!r}")
         if self.detect_max_side is not None and self.detect_max_side < 64:

@@ -3,7 +3,7 @@
 Builds a bundle from the synthetic dataset (synth → train patchcore → score val → calibrate ksigma →
 deploy), then times one image set (one camera-shifted normal image per view):
 
-* ``warm``  — :class:`lineclear.check.Checker` built once (models loaded and warmed up), then ``check()``
+* ``warm``  — :class:`lineclear.line.checker.Checker` built once (models loaded and warmed up), then ``check()``
   per set with the views checked side by side (one worker thread per core, one PyTorch thread each): what
   ``lineclear check`` does per set in ``--watch`` mode, and after its start-up otherwise;
 * ``views one after another`` — the same with ``jobs=1``; and once more with PyTorch's and OpenCV's
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> dict:
     import cv2
     import torch
 
-    from lineclear.check import Checker
+    from lineclear.line.checker import Checker
     from lineclear.images import read_raw, to_float_rgb
     from lineclear.images import resize as resize_image
     from lineclear.register import RegistrationConfig, Registrar

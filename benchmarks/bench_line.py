@@ -118,7 +118,7 @@ def run_view(view_dir: Path, reg_dir: Path, run: Path, model: str, extra: dict[s
 
 def check_all(bundle: Path, root: Path, views: list[str]) -> dict[str, dict]:
     """Check every raw test image of every view; misses / false alarms / undecided per view."""
-    from lineclear.check import Checker
+    from lineclear.line.checker import Checker
     from lineclear.dataset import View
 
     checker = Checker(bundle, "cpu")

@@ -108,12 +108,8 @@ def evaluate_maps(model, maps: np.ndarray, data: dict, labels: np.ndarray, margi
         count &= np.stack([erode_valid(v, margin) for v in data["test_valid"]])
     masked = maps * count
     scores = model.image_score(torch.from_numpy(masked)).numpy()
-    acc = M.PixelAccumulator()
-    acc.add(masked, data["gt"], count, [bool(lab) for lab in labels])
-    if acc.needs_second_pass:
-        acc.add_negatives(masked, data["gt"], count, [bool(lab) for lab in labels])
-        acc.finish_second_pass()
-    cur = acc.curves()
+    batch = (masked, data["gt"], count, [bool(lab) for lab in labels])
+    cur = M.PixelAccumulator().accumulate([batch], lambda: [batch]).curves()
     r = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
     return {"image_auroc": r(M.roc_auc(scores, labels)), "pixel_auroc": r(cur.auroc()), "aupro": r(cur.aupro())}
 

@@ -217,13 +217,7 @@ def evaluate(
                 task.advance(len(m))
                 yield m, g, valid & use[sl][:, None, None], labels[sl] == 1
 
-    acc = M.PixelAccumulator(pix_t_num, keep_budget=keep_budget)
-    for m, g, valid, anom in first_pass():
-        acc.add(m, g, valid, anom)
-    if acc.needs_second_pass:
-        for m, g, valid, anom in second_pass():
-            acc.add_negatives(m, g, valid, anom)
-        acc.finish_second_pass()
+    acc = M.PixelAccumulator(pix_t_num, keep_budget=keep_budget).accumulate(first_pass(), second_pass)
     pixel = acc.result(pro_limit)
     notes += pixel.pop("notes")
     at = pixel.pop("at_thresholds")

@@ -266,16 +266,22 @@ class PixelCurves:
         return trapezoid(curve[0], curve[1], x_max=limit) / limit
 
 
+# (maps (b,H,W), gt (b,H,W) bool, valid (b,H,W) bool, anomalous (b,)): one batch of the pixel metrics
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray, Sequence[bool]]
+Batches = Callable[[], Iterable[Batch]]
+
+
 class PixelAccumulator:
     """Stream ``(maps, gt, valid)`` batches; exact pixel metrics with memory ~ GT pixels.
 
     Usage (:func:`pixel_metrics` wraps it)::
 
-        acc = PixelAccumulator(thresholds=[0.5])
-        for maps, gt, valid, anomalous in batches(): acc.add(maps, gt, valid, anomalous)
-        if acc.needs_second_pass:
-            for maps, gt, valid, anomalous in batches(): acc.add_negatives(maps, gt, valid, anomalous)
+        acc = PixelAccumulator(thresholds=[0.5]).accumulate(batches(), batches)
         result = acc.result()
+
+    :meth:`accumulate` owns the order of the two passes; the steps it takes (:meth:`add` per batch, then
+    only when :attr:`needs_second_pass` :meth:`add_negatives` per batch and :meth:`finish_second_pass`)
+    stay available for a caller that drives them itself.
 
     ``maps`` (b,H,W) float, ``gt`` (b,H,W) bool, ``valid`` (b,H,W) bool, ``anomalous`` (b,)
     bool image labels (the IoU is over anomalous images only). ``keep_budget`` is the number
@@ -304,6 +310,21 @@ class PixelAccumulator:
         self._grid_fp: np.ndarray | None = None
         self._bins: np.ndarray | None = None
         self._second_done = False
+
+    def accumulate(self, first: Iterable[Batch], again: Callable[[], Iterable[Batch]]) -> "PixelAccumulator":
+        """Both passes in the order they must run; returns ``self``, ready for :meth:`result`.
+
+        Every ``(maps, gt, valid, anomalous)`` batch of ``first`` goes through :meth:`add`; when the
+        negatives did not fit ``keep_budget``, ``again()`` must yield the same batches in the same order
+        (it is not called otherwise), and they go through :meth:`add_negatives`.
+        """
+        for maps, gt, valid, anomalous in first:
+            self.add(maps, gt, valid, anomalous)
+        if self.needs_second_pass:
+            for maps, gt, valid, anomalous in again():
+                self.add_negatives(maps, gt, valid, anomalous)
+            self.finish_second_pass()
+        return self
 
     # -- pass 1
     def add(self, maps: np.ndarray, gt: np.ndarray, valid: np.ndarray, anomalous: Sequence[bool]) -> None:
@@ -512,9 +533,6 @@ class PixelAccumulator:
         }
 
 
-Batches = Callable[[], Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, Sequence[bool]]]]
-
-
 def pixel_metrics(
     batches: Batches, thresholds: Sequence[float] = (), keep_budget: int = KEEP_BUDGET, limit: float = PRO_LIMIT
 ) -> tuple[dict, PixelAccumulator]:
@@ -523,13 +541,7 @@ def pixel_metrics(
     ``batches`` yields ``(maps (b,H,W), gt (b,H,W) bool, valid (b,H,W) bool, anomalous (b,))``
     and must yield the same data each time it is called.
     """
-    acc = PixelAccumulator(thresholds, keep_budget=keep_budget)
-    for maps, gt, valid, anom in batches():
-        acc.add(maps, gt, valid, anom)
-    if acc.needs_second_pass:
-        for maps, gt, valid, anom in batches():
-            acc.add_negatives(maps, gt, valid, anom)
-        acc.finish_second_pass()
+    acc = PixelAccumulator(thresholds, keep_budget=keep_budget).accumulate(batches(), batches)
     return acc.result(limit), acc
 
 

@@ -44,7 +44,7 @@ import numpy as np
 
 from lineclear.errors import UsageError
 
-MODELS = ("homography", "affine", "similarity")
+TRANSFORM_MODELS = ("homography", "affine", "similarity")  # what RegistrationConfig.model may be
 REFINES = ("flow", "ecc", "none")
 
 
@@ -101,8 +101,8 @@ class RegistrationConfig:
     limits: QCLimits = field(default_factory=QCLimits)
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise UsageError(f"registration model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        if self.model not in TRANSFORM_MODELS:
+            raise UsageError(f"registration model must be one of {', '.join(TRANSFORM_MODELS)}, not {self.model!r}")
         if self.refine not in REFINES:
             raise UsageError(f"refinement must be one of {', '.join(REFINES)}, not {self.refine!r}")
         if self.detect_max_side is not None and self.detect_max_side < 64:
@@ -174,8 +174,8 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- geometry
 
 
-def _project(T: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Apply a (3,3) transform to (N,2) points."""
+def project(T: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply a (3,3) transform to (N,2) points (x, y): (N,2) float64."""
     p = np.hstack([pts, np.ones((len(pts), 1))]) @ T.T
     return p[:, :2] / p[:, 2:3]
 
@@ -189,7 +189,7 @@ def corners_of(size: tuple[int, int]) -> np.ndarray:
 def corner_error(T_est: np.ndarray, T_true: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Distance in pixels between where the two transforms send the corners of an (H, W) frame, (4,)."""
     c = corners_of(size)
-    return np.linalg.norm(_project(T_est, c) - _project(T_true, c), axis=1)
+    return np.linalg.norm(project(T_est, c) - project(T_true, c), axis=1)
 
 
 def resize_transform(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
@@ -223,7 +223,7 @@ def transform_qc(T: np.ndarray, image_size: tuple[int, int], ref_size: tuple[int
     c = corners_of(ref_size)
     wz = np.hstack([c, np.ones((4, 1))]) @ N.T
     degenerate = bool(np.any(wz[:, 2] <= 1e-9) or not np.all(np.isfinite(N)) or abs(np.linalg.det(N)) < 1e-12)
-    moved = _project(N, c) if not degenerate else c * np.nan
+    moved = project(N, c) if not degenerate else c * np.nan
     shifts = np.linalg.norm(moved - c, axis=1)
     J = _jacobian(N, (w - 1) / 2, (h - 1) / 2)
     det = float(np.linalg.det(J))
@@ -328,7 +328,7 @@ def _fit(model: str, src: np.ndarray, dst: np.ndarray, thresh: float) -> tuple[n
 def _rmse(T: np.ndarray, src: np.ndarray, dst: np.ndarray) -> float | None:
     if len(src) == 0:
         return None
-    return float(np.sqrt(np.mean(np.sum((_project(T, src) - dst) ** 2, axis=1))))
+    return float(np.sqrt(np.mean(np.sum((project(T, src) - dst) ** 2, axis=1))))
 
 
 # ---------------------------------------------------------------------------------------------- registrar
@@ -508,7 +508,7 @@ class Registrar:
         ih, iw = image_size
         T = np.asarray(transform, np.float64)
         quad = corners_of((ih, iw))
-        mapped = _project(T, quad)
+        mapped = project(T, quad)
         out = np.zeros((h, w), np.uint8)
         if not np.all(np.isfinite(mapped)):
             return out.astype(bool)
@@ -605,7 +605,7 @@ class Registrar:
         best = None
         for _ in range(max(1, cfg.refine_iters)):
             Tin = np.linalg.inv(T)
-            src0 = _project(Tin, pts)  # where each reference corner lies in the image (current estimate)
+            src0 = project(Tin, pts)  # where each reference corner lies in the image (current estimate)
             inside = (src0[:, 0] >= margin) & (src0[:, 1] >= margin) & (src0[:, 0] <= in_w - 1 - margin) & (
                 src0[:, 1] <= in_h - 1 - margin)
             if inside.sum() < cfg.limits.min_inliers:
@@ -640,7 +640,7 @@ class Registrar:
             st &= np.all(np.abs(d) < self._patch_r - self._win[0] // 2, axis=1)
             ref_pts = pts[inside][st]
             # the tracked point in reference coordinates of the resampled patch, then back into the image
-            img_pts = _project(Tin, ref_pts + d[st])
+            img_pts = project(Tin, ref_pts + d[st])
             qc["refine_points"] = int(len(ref_pts))
             if len(ref_pts) < cfg.limits.min_inliers:
                 qc["refine_note"] = f"only {len(ref_pts)} corners tracked"

@@ -14,9 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from lineclear.check import (
-    Checker, ImageQC, file_problem, find_regions, image_problem, image_stats, name_matches,
-)
+from lineclear.line.checker import Checker
+from lineclear.line.image import ImageQC, file_problem, image_problem, image_stats
+from lineclear.line.matching import name_matches
+from lineclear.line.regions import find_regions
 from lineclear.errors import UsageError
 from lineclear.formats.verdict import read_verdict
 from lineclear.images import read_rgb, write_image
@@ -380,7 +381,8 @@ def test_an_unreadable_image_gets_an_overlay_that_says_why(bundle: Path, tmp_pat
 
 
 def test_a_long_reason_is_wrapped_onto_several_banner_lines() -> None:
-    from lineclear.check import ViewVerdict, blank_frame, draw_overlay
+    from lineclear.line.overlay import blank_frame, draw_overlay
+    from lineclear.line.verdict import ViewVerdict
 
     def band_height(reason: str) -> int:
         img = draw_overlay(blank_frame((H, W)), ViewVerdict("A", "undecided", reason))
@@ -402,3 +404,19 @@ def test_an_image_of_another_size_gets_a_note(bundle: Path, tmp_path: Path, caps
     err = capsys.readouterr().err
     assert f"view A: image is {W * 3 // 4}x{H * 3 // 4}, the view's reference {W}x{H}: registered to it" in err
     assert err.count("image is ") == 1 and rc == 0
+
+
+def test_the_old_module_paths_still_export_the_line_names() -> None:
+    """``lineclear.check``, ``lineclear.deploy`` and ``lineclear.watch`` stay importable for one release."""
+    import lineclear.check as old_check
+    import lineclear.deploy as old_deploy
+    import lineclear.watch as old_watch
+    from lineclear.line import checker, deploy, regions, verdict, watch
+
+    assert old_check.Checker is checker.Checker and old_check.ViewVerdict is verdict.ViewVerdict
+    assert old_check.find_regions is regions.find_regions and old_check.EXIT_CODES == {"clear": 0, "leftover": 3,
+                                                                                        "undecided": 4}
+    assert old_deploy.build_bundle is deploy.build_bundle and old_deploy.view_from_run is deploy.view_from_run
+    assert old_watch.watch is watch.watch and old_watch.WatchOptions is watch.WatchOptions
+    for mod in (old_check, old_deploy, old_watch):
+        assert all(hasattr(mod, name) for name in mod.__all__)

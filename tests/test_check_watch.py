@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lineclear.check import Checker
-from lineclear.watch import FileTracker, SetAssembler, WatchOptions, watch
+from lineclear.line.checker import Checker
+from lineclear.line.watch import FileTracker, SetAssembler, WatchOptions, watch
 from tests.conftest import run_cli
 from tests.test_check import LEAFLET, _image, bundle  # noqa: F401 - the module-scoped bundle fixture
 from tests.test_deploy import make_scene  # noqa: F401

@@ -212,6 +212,30 @@ def test_bounded_memory_mode_is_identical():
     assert a == b
 
 
+def test_accumulate_runs_the_second_pass_only_when_the_negatives_did_not_fit():
+    rng = np.random.default_rng(8)
+    maps, gt, valid, anom = _random_case(rng, "ties")
+    calls = []
+
+    def again():
+        calls.append(1)
+        return _batches(maps, gt, valid, anom)()
+
+    kept = M.PixelAccumulator([0.5]).accumulate(_batches(maps, gt, valid, anom)(), again)
+    assert calls == [] and not kept.needs_second_pass
+    counted = M.PixelAccumulator([0.5], keep_budget=0).accumulate(_batches(maps, gt, valid, anom)(), again)
+    assert calls == [1] and not counted.needs_second_pass
+    assert counted.result() == kept.result()
+    # the steps accumulate takes, driven by hand, give the same
+    acc = M.PixelAccumulator([0.5], keep_budget=0)
+    for batch in _batches(maps, gt, valid, anom)():
+        acc.add(*batch)
+    for batch in _batches(maps, gt, valid, anom)():
+        acc.add_negatives(*batch)
+    acc.finish_second_pass()
+    assert acc.result() == kept.result()
+
+
 def test_downsample_keeps_ends():
     x = np.linspace(0, 1, 10_000)
     y = x ** 0.2

@@ -149,18 +149,6 @@ def test_bank_round_trip_through_a_checkpoint(fitted, tmp_path):
     assert torch.equal(fresh.bank, model.bank) and torch.equal(fresh.mean_image, model.mean_image)
 
 
-def test_pre_masking_hides_the_masked_region(fitted):
-    model, _, _ = fitted
-    x = _scenes(1, seed=9).repeat(2, 1, 1, 1)
-    x[1, :, 5:30, 5:40] = torch.tensor([0.0, 0.9, 0.0]).view(3, 1, 1)  # product only inside the hidden area
-    mask = torch.ones(2, 1, *SIZE)
-    mask[:, :, 0:32, 0:48] = 0
-    with torch.no_grad():
-        out = model(x, mask)
-    assert torch.allclose(out.anomaly_map[0], out.anomaly_map[1], atol=1e-5)
-    assert out.anomaly_map[:, :32, :48].abs().max() == 0
-
-
 def test_invalid_registration_pixels_stay_out_of_the_bank():
     valid = torch.ones(3, 1, *SIZE)
     valid[:, :, :, :40] = 0  # left of x=40 came from outside the frame

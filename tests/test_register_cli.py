@@ -81,6 +81,18 @@ def test_strict_exits_1_and_still_reports(shifted_folder, tmp_path, capsys):
     assert read_report(report)["summary"]["failed"] == 1
 
 
+def test_every_registration_option_reaches_the_recorded_settings(shifted_folder, tmp_path):
+    ref, folder, _ = shifted_folder
+    report = tmp_path / "r.json"
+    assert run_cli(["-q", "register", "--ref", str(ref), str(folder), "--out", str(tmp_path / "o"), "--report",
+                    str(report), "--clahe", "0", "--features", "800", "--detect-size", "512", "--model", "affine",
+                    "--refine", "ecc", "--max-rmse", "3", "--jobs", "1"]) == 0
+    cfg = read_report(report)["config"]
+    assert (cfg["detect_clahe"], cfg["n_features"], cfg["detect_max_side"], cfg["model"], cfg["refine"]) == (
+        0.0, 800, 512, "affine", "ecc")
+    assert cfg["limits"]["max_rmse_px"] == 3.0
+
+
 def test_masks_warped_with_the_same_transform(shifted_folder, tmp_path):
     ref, folder, truth = shifted_folder
     gt = tmp_path / "gt"

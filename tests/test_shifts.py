@@ -1,5 +1,6 @@
-"""Camera shifts: the scene continued outside the frame, synthetic shifts for calibration, the plain-folder
-chain, and a clear image shifted by a known homography scoring like the unshifted one — for every model."""
+"""Camera shifts: the scene continued outside the frame, synthetic shifts for calibration and the plain-folder
+chain. That a clear image shifted by a known homography scores like the unshifted one is tested for every
+model in test_models_registry.py."""
 
 from __future__ import annotations
 
@@ -9,31 +10,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import run_cli
-from test_register import scene, shift
 
 from lineclear.errors import UsageError
-from lineclear.formats import MapsFile, read_mask
+from lineclear.formats import MapsFile
 from lineclear.formats.registration import MARKER_NAME, read_marker
 from lineclear.images import read_raw, write_image
 from lineclear.masking import fill_outside
-from lineclear.models import MODELS
 from lineclear.register import Registrar
 from lineclear.shifts import ShiftRange, camera_view, sample_window, shifted_copies
-
-H, W = 128, 192
-
-
-def _nudge(img: np.ndarray, Hs: np.ndarray, seed: int) -> np.ndarray:
-    """The scene through camera shift ``Hs`` (reference → image), the same lighting, fresh sensor noise."""
-    out = cv2.warpPerspective(img, Hs, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REFLECT)
-    return _noisy(out, seed)
-
-
-def _noisy(img: np.ndarray, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.clip(img.astype(np.float32) + rng.normal(0, 2.0, img.shape), 0, 255).astype(np.uint8)
+from tests.conftest import run_cli
+from tests.shiftview import H, W, noisy, registered_view, shift_view, train_run  # noqa: F401 - fixtures
+from tests.test_register import scene
 
 
 # --- fill_outside ---------------------------------------------------------------------------------------
@@ -93,85 +80,24 @@ def test_camera_view_is_the_window_resampled():
 def test_shifted_copies_register_back_with_a_seam_and_repeat_from_their_seed():
     ref = scene(H, W, 0)
     reg = Registrar(ref)
-    imgs, valids, failed = shifted_copies(_noisy(ref, 1), reg, 3, np.random.default_rng([7, 0]))
+    imgs, valids, failed = shifted_copies(noisy(ref, 1), reg, 3, np.random.default_rng([7, 0]))
     assert failed == 0 and len(imgs) == 3
     for im, v in zip(imgs, valids):
         assert im.shape == ref.shape and v.shape == (H, W)
         assert 0.7 < v.mean() < 1.0  # the camera lost some of the frame: an invalid border
         inner = cv2.erode(v.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
         assert np.abs(im[inner].astype(float) - ref[inner]).mean() < 6  # registered back onto the scene
-    again, valids2, _ = shifted_copies(_noisy(ref, 1), reg, 3, np.random.default_rng([7, 0]))
+    again, valids2, _ = shifted_copies(noisy(ref, 1), reg, 3, np.random.default_rng([7, 0]))
     assert all(np.array_equal(a, b) for a, b in zip(imgs, again))
     assert all(np.array_equal(a, b) for a, b in zip(valids, valids2))
 
 
-# --- views and runs -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def shift_view(tmp_path_factory) -> Path:
-    """A fixed-camera view: 8 noisy normal images of one scene, a reference, two clear test images (one
-    shifted by a known homography) and a leftover test image (shifted too)."""
-    root = tmp_path_factory.mktemp("shiftview")
-    view = root / "V"
-    ref = scene(H, W, 0)
-    write_image(view / "reference.png", ref)
-    for i in range(8):
-        write_image(view / "train" / "good" / f"{i:03d}.png", _noisy(ref, 10 + i))
-    clear = _noisy(ref, 50)
-    write_image(view / "test" / "good" / "still.png", clear)
-    Hs = shift(H, W, 3, t=0.025, rot=1.5, sc=0.02)
-    write_image(view / "test" / "good" / "nudged.png", _nudge(ref, Hs, 51))
-    left = ref.copy()
-    cv2.rectangle(left, (90, 50), (110, 66), (250, 250, 245), -1)
-    write_image(view / "test" / "leaflet" / "nudged.png", _nudge(left, Hs, 52))
-    return view
-
-
-def _train(view: Path, out: Path, model: str) -> Path:
-    if not (out / "model.pt").is_file():
-        args = ["-q", "train", str(view), "--model", model, "--out", str(out), "--device", "cpu"]
-        if model in ("draem", "ddad"):  # their demo presets (tiny networks, smaller maps), two epochs
-            args += ["--preset", "demo", "--epochs", "2"]
-        else:
-            args += ["--image-size", f"{H}x{W}"]
-        assert run_cli(args) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def registered_view(shift_view: Path, tmp_path_factory) -> Path:
-    """``lineclear register VIEW`` on the shift view: test images registered, validity masks beside them."""
-    out = tmp_path_factory.mktemp("reg") / "V"
-    assert run_cli(["-q", "register", str(shift_view), "--out", str(out)]) == 0
-    return out
-
-
-@pytest.mark.parametrize("model", sorted(MODELS))
-def test_clear_image_shifted_by_a_known_homography_scores_like_the_unshifted_one(
-        model, shift_view, registered_view, tmp_path_factory, capsys):
-    run = _train(shift_view, tmp_path_factory.mktemp(f"run-{model}") / "run", model)
-    out = tmp_path_factory.mktemp(f"maps-{model}") / "maps.h5"
-    assert run_cli(["-q", "score", str(run), str(registered_view), "--out", str(out), "--device", "cpu"]) == 0
-    with MapsFile(out) as f:
-        assert f.has_valid
-        s = {i.split("/", 1)[1]: float(v) for i, v in zip(f.image_ids, f.scores)}
-    still, nudged = s["test/good/still.png"], s["test/good/nudged.png"]
-    # Registration resamples the image (a fraction of a pixel of blur), so not bit-equal. Tolerance: 35 %
-    # above the unshifted score (patchcore fitted on 6 images + their training shifts: measured 1.32x;
-    # without training shifts 2.3x, without the scene fill past the seam higher still). Lower is allowed
-    # (template: resampling smooths the sensor noise it measures).
-    assert nudged <= 1.35 * still + 1e-6, (model, still, nudged)
-    if model in ("template", "patchcore"):  # fitted models: the leftover stands out through the seam
-        assert s["test/leaflet/nudged.png"] > 1.5 * max(still, nudged), (model, s)
-
-
-# --- the plain-folder chain -----------------------------------------------------------------------------
+# --- the plain-folder chain (the view and its registration: tests/shiftview.py) --------------------------- -----------------------------------------------------------------------------
 
 
 def test_plain_folder_chain_uses_its_validity_masks_and_matches_the_view_path(
         shift_view, registered_view, tmp_path_factory, monkeypatch, capsys):
-    run = _train(shift_view, tmp_path_factory.mktemp("run-template") / "run", "template")
+    run = train_run(shift_view, tmp_path_factory.mktemp("run-template") / "run", "template")
     work = tmp_path_factory.mktemp("plain")
     monkeypatch.chdir(work)
     write_image(work / "ref.png", read_raw(shift_view / "reference.png"))
@@ -197,7 +123,7 @@ def test_plain_folder_chain_uses_its_validity_masks_and_matches_the_view_path(
 
 def test_registered_images_without_validity_masks_are_a_warning(shift_view, registered_view, tmp_path_factory,
                                                                capsys):
-    run = _train(shift_view, tmp_path_factory.mktemp("run-template") / "run", "template")
+    run = train_run(shift_view, tmp_path_factory.mktemp("run-template") / "run", "template")
     bare = tmp_path_factory.mktemp("bare")
     nudged = registered_view / "test" / "good" / "nudged.png"
     write_image(bare / "nudged.png", read_raw(nudged))
@@ -210,7 +136,7 @@ def test_registered_images_without_validity_masks_are_a_warning(shift_view, regi
 
 
 def test_score_val_with_shifts_is_reproducible_and_counted(shift_view, tmp_path_factory, capsys):
-    run = _train(shift_view, tmp_path_factory.mktemp("run-template") / "run", "template")
+    run = train_run(shift_view, tmp_path_factory.mktemp("run-template") / "run", "template")
     d = tmp_path_factory.mktemp("valshift")
     outs = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):

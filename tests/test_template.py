@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lineclear.errors import LineclearError
-from lineclear.formats import MapsFile, load_checkpoint, save_checkpoint
+from lineclear.formats import MapsFile
 from lineclear.models import get_model
 from lineclear.models.base import resolve_config
 from lineclear.training import TrainSession
@@ -83,30 +83,6 @@ def test_invalid_pixels_do_not_widen_the_envelope():
     dark[:, :, 10:20, 2:10] = 0.0
     with torch.no_grad():
         assert model(dark).anomaly_map[0, 10:20, 2:10].mean() > 1.0
-
-
-def test_pre_masking_hides_the_masked_region():
-    model, _ = _fitted(_scenes(5))
-    x = _scenes(1, seed=6).repeat(2, 1, 1, 1)
-    x[1, :, 5:20, 5:25] = 1.0
-    mask = torch.ones(2, 1, *SIZE)
-    mask[:, :, :24, :32] = 0
-    with torch.no_grad():
-        out = model(x, mask)
-    assert torch.allclose(out.anomaly_map[0], out.anomaly_map[1])
-    assert out.anomaly_map[:, :24, :32].abs().max() == 0
-
-
-def test_checkpoint_round_trip(tmp_path):
-    model, cfg = _fitted(_scenes(4))
-    path = save_checkpoint(tmp_path / "m.pt", model.state_dict(), {"model": "template", "config": cfg.to_dict()})
-    sd, meta = load_checkpoint(path)
-    entry = get_model("template")
-    fresh = entry.build(resolve_config(entry, "fast", meta["config"]), False)
-    fresh.load_state_dict(sd, strict=True)
-    x = _scenes(2, seed=9)
-    with torch.no_grad():
-        assert torch.equal(fresh.eval()(x).anomaly_map, model(x).anomaly_map)
 
 
 def test_fewer_than_two_images_is_one_clear_error():

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pytest
 import torch
+import typer
 
 from lineclear.formats import MapsFile, load_checkpoint, read_mask
 from lineclear.models import MODELS
@@ -185,3 +187,51 @@ def test_unwritable_output_is_one_line(tiny_view: Path, tmp_path: Path, toy_mode
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error" in line]
     assert errors == [f"lineclear: error: {blocker / 'm.h5'}: cannot write here ({blocker} is a file, not a folder)"]
+
+
+def test_a_model_setting_declared_with_option_becomes_a_train_option() -> None:
+    """The config dataclass is the one source: field, type and help text make the option."""
+    from dataclasses import dataclass
+
+    from typer.testing import CliRunner
+
+    from lineclear.cli.train import with_model_options
+    from lineclear.models.base import BaseConfig, ModelEntry, declared_options, option
+
+    @dataclass
+    class StrongConfig(BaseConfig):
+        image_size: tuple[int, int] = (8, 8)  # another default: the option declared by BaseConfig stays
+        strength: float = option(0.5, "How strong the toy is.", min=0.0)
+        sharp: bool = option(False, "Sharpen first.")
+        hidden: int = 3  # no option: --set hidden=4
+
+    opts = declared_options(StrongConfig)
+    assert list(opts) == ["image_size", "batch_size", "epochs", "lr", "seed", "strength", "sharp"]
+    assert (opts["image_size"].type, opts["strength"].type, opts["sharp"].type) == (str, float, bool)
+    strong = ModelEntry("strong", "test", StrongConfig, {"fast": {}}, lambda cfg, pretrained: None, lambda m, s: None)
+    seen: dict = {}
+
+    def command(preset: Annotated[str, typer.Option("--preset")] = "fast", **settings) -> None:
+        seen.update(settings)
+
+    app = typer.Typer(rich_markup_mode=None)
+    app.command()(with_model_options(command, {"toy": toy_entry("toy"), "strong": strong}))
+    app.command("other")(lambda: None)  # two commands: Typer then wants the command's name
+    runner = CliRunner()
+    text = runner.invoke(app, ["command", "--help"], env={"COLUMNS": "200"}).output
+    assert "strong: How strong the toy is." in text and "--sharp / --no-sharp" in text
+    assert "Override the preset's epochs." in text and "toy:" not in text  # every model has --epochs: no prefix
+    assert runner.invoke(app, ["command", "--strength", "0.7", "--sharp", "--image-size", "4x6"]).exit_code == 0
+    assert seen["strength"] == 0.7 and seen["sharp"] is True and seen["image_size"] == "4x6" and seen["epochs"] is None
+    assert runner.invoke(app, ["command", "--hidden", "4"]).exit_code == 2
+
+
+def test_every_model_option_of_earlier_releases_still_exists() -> None:
+    import inspect
+
+    from lineclear.cli.main import app
+
+    cmd = next(c for c in app.registered_commands if c.name == "train")
+    names = set(inspect.signature(cmd.callback).parameters)
+    assert {"epochs", "image_size", "batch_size", "lr", "seed", "textures", "backbone", "backbone_weights", "t_prime",
+            "skip", "w", "v", "lambda_dl", "domain_adaptation", "coreset_ratio", "position_radius"} <= names

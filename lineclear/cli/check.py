@@ -14,12 +14,24 @@ from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
+from rich.console import Group
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from lineclear.cli import console
 from lineclear.cli.deploy import parse_view_map
 from lineclear.cli.options import Device, Overwrite
+from lineclear.device import resolve_device
 from lineclear.errors import LineclearError, UsageError
+from lineclear.formats import check_writable
+from lineclear.formats._io import _json_default
+from lineclear.formats.deploy import read_manifest
+from lineclear.formats.verdict import write_verdict
+from lineclear.line.checker import Checker
+from lineclear.line.matching import match_images
+from lineclear.line.overlay import overlay_name
+from lineclear.line.watch import WatchOptions, watch as watch_folder
 
 _STYLE = {"clear": "green", "leftover": "bold red", "undecided": "bold yellow"}
 
@@ -79,11 +91,6 @@ def check_command(
 
     Exit 1/2: the command itself failed. The verdict JSON (lineclear.verdict/1) goes to stdout.
     """
-    from lineclear.check import Checker, match_images, overlay_name
-    from lineclear.formats.deploy import read_manifest
-    from lineclear.device import resolve_device
-    from lineclear.formats import check_writable
-
     explicit = parse_view_map(view, "--view")
     if watch is not None and (images or explicit or out):
         raise UsageError("--watch checks the images that appear in the folder; give no IMAGE, --view or --out with it")
@@ -133,8 +140,6 @@ def check_command(
     note_once(result, set())
     doc = result.to_dict()
     if out is not None:
-        from lineclear.formats.verdict import write_verdict
-
         write_verdict(out, doc, overwrite=overwrite)
     console.print_json(doc)
     if not console.state.quiet:
@@ -148,13 +153,6 @@ def check_command(
 
 def _watch(checker, folder: Path, log: Path | None, overlay_dir: Path | None, overwrite: bool, set_timeout: float,
            settle: float, poll: float, existing: bool, max_sets: int | None, timeout: float | None) -> None:
-    from rich.console import Group
-    from rich.live import Live
-    from rich.text import Text
-
-    from lineclear.formats._io import _json_default
-    from lineclear.watch import WatchOptions, watch
-
     opts = WatchOptions(poll=poll, settle=settle, set_timeout=set_timeout, existing=existing,
                         max_sets=max_sets, timeout=timeout)
     state = {"last": None, "events": [], "counts": {"clear": 0, "leftover": 0, "undecided": 0}, "sets": 0}
@@ -196,7 +194,7 @@ def _watch(checker, folder: Path, log: Path | None, overlay_dir: Path | None, ov
     if live is not None:
         live.start()
     try:
-        summary = watch(checker, folder, opts, log_path=log, overlay_dir=overlay_dir, overwrite=overwrite,
+        summary = watch_folder(checker, folder, opts, log_path=log, overlay_dir=overlay_dir, overwrite=overwrite,
                         on_result=on_result, on_event=on_event)
     finally:
         if live is not None:

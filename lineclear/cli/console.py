@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -123,7 +122,9 @@ class RichProgress:
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
             console=err,
-            disable=state.quiet or not err.is_terminal and False,
+            # only -q silences it: on a stderr that is no terminal (a log file, CI) rich draws no live bar
+            # but prints each bar once, finished, when its task ends
+            disable=state.quiet,
             transient=False,
         )
         with progress:
@@ -133,7 +134,3 @@ class RichProgress:
 
 def rich_progress() -> RichProgress:
     return RichProgress()
-
-
-def dumps_json(obj: Any) -> str:
-    return json.dumps(obj)

@@ -10,7 +10,10 @@ import typer
 from lineclear.cli import console
 from lineclear.cli.options import Overwrite
 from lineclear.errors import UsageError
+from lineclear.formats import read_json
 from lineclear.formats.deploy import DEFAULT_MAX_RAISED_FRACTION
+from lineclear.line.deploy import build_bundle, view_from_run
+from lineclear.register import RegistrationConfig
 
 
 def parse_view_map(values: list[str] | None, option: str) -> dict[str, str]:
@@ -45,10 +48,6 @@ def deploy_command(
 
     Writes OUT/manifest.json (lineclear.deploy/1) with the SHA-256 of every file; built beside OUT, then renamed.
     """
-    from lineclear.deploy import build_bundle, view_from_run
-    from lineclear.formats import read_json
-    from lineclear.register import RegistrationConfig
-
     maps = {opt: parse_view_map(vals, f"--{opt}") for opt, vals in
             (("thresholds", thresholds), ("mask", mask), ("reference", reference), ("pattern", pattern))}
     reg = RegistrationConfig(model=registration_model).to_dict() if register_ else None

@@ -1,11 +1,17 @@
-"""``lineclear train VIEW_DIR --model M --out RUN_DIR``: fit a model on a view's normal images."""
+"""``lineclear train VIEW_DIR --model M --out RUN_DIR``: fit a model on a view's normal images.
+
+The model settings offered as options (``--epochs``, ``--backbone``, ``--t-prime`` …) are those the
+models' config dataclasses declare with :func:`lineclear.models.base.option`: adding a setting to a model
+touches only the model's folder.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, Any, Callable, List, Mapping, Optional
 
 import typer
 
@@ -16,32 +22,12 @@ from lineclear.device import resolve_device
 from lineclear.errors import LineclearError, UsageError
 from lineclear.formats.run import remove_run_files, run_dir_problem, write_run_config
 from lineclear.models import MODELS, get_model
-from lineclear.models.base import resolve_config
+from lineclear.models.base import ModelEntry, OptionSpec, declared_options, resolve_config
 from lineclear.training import TrainSession, add_training_shifts, load_view_images, seed_everything
 
 # models whose fit is one pass over the images: registered shifts cost them seconds and fix their blind spot
 SHIFT_MODELS = ("patchcore", "template")
 DEFAULT_TRAIN_SHIFTS = 2
-
-# option name → config field; an option the chosen model does not have is a usage error
-MODEL_OPTIONS = {
-    "epochs": "epochs",
-    "image_size": "image_size",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "seed": "seed",
-    "textures": "textures",
-    "backbone": "backbone",
-    "backbone_weights": "backbone_weights",
-    "t_prime": "t_prime",
-    "skip": "skip",
-    "w": "w",
-    "v": "v",
-    "lambda_dl": "lambda_dl",
-    "domain_adaptation": "domain_adaptation",
-    "coreset_ratio": "coreset_ratio",
-    "position_radius": "position_radius",
-}
 
 
 def train_command(
@@ -49,30 +35,15 @@ def train_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Model: " + ", ".join(MODELS) + ".")] = "patchcore",
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")] = Path("run"),
     preset: Annotated[str, typer.Option("--preset", help="Settings preset: fast (CPU), paper (thesis), demo (tiny).")] = "fast",
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override the preset's epochs.")] = None,
-    image_size: Annotated[Optional[str], typer.Option("--image-size", help="HxW (or one number for square), e.g. 256x384.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Override the batch size.")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Override the learning rate.")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Training seed (deterministic on CPU).")] = None,
     device: Device = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
     overwrite: Overwrite = False,
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of train/good held out for validation when there is no val/ folder.")] = 0.2,
     split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the train/validation split.")] = 0,
-    textures: Annotated[Optional[Path], typer.Option("--textures", help="DRAEM: DTD-style folder of anomaly source textures (any depth).")] = None,
-    backbone: Annotated[Optional[str], typer.Option("--backbone", help="DDAD, patchcore: timm model name of the feature extractor.")] = None,
-    backbone_weights: Annotated[Optional[str], typer.Option("--backbone-weights", help="DDAD, patchcore: Weights file (safetensors or state dict), 'auto' (local caches) or 'none' (random).")] = None,
-    t_prime: Annotated[Optional[int], typer.Option("--t-prime", help="DDAD: Noising step T' for reconstruction, in (0, T].")] = None,
-    skip: Annotated[Optional[int], typer.Option("--skip", help="DDAD: Denoising step skip.")] = None,
-    w: Annotated[Optional[float], typer.Option("--w", help="DDAD: Conditioning weight w.")] = None,
-    v: Annotated[Optional[float], typer.Option("--v", help="DDAD: Weight v of the pixel distance.")] = None,
-    lambda_dl: Annotated[Optional[float], typer.Option("--lambda-dl", help="DDAD: Distillation weight of domain adaptation.")] = None,
-    domain_adaptation: Annotated[Optional[bool], typer.Option("--domain-adaptation/--no-domain-adaptation", help="DDAD: Fine-tune the feature extractor (default on).", show_default=False)] = None,
-    coreset_ratio: Annotated[Optional[float], typer.Option("--coreset-ratio", help="patchcore: Share of patches kept by greedy coreset subsampling (1 = all).")] = None,
-    position_radius: Annotated[Optional[str], typer.Option("--position-radius", help="patchcore: Position-aware search radius in grid cells, or 'none' for global search.")] = None,
     shifts: Annotated[Optional[int], typer.Option("--shifts", min=0, help=f"Registered synthetic camera shifts of each training image fitted as well, so the model has seen what registration leaves behind [default: {DEFAULT_TRAIN_SHIFTS} for patchcore and template when the view has a reference image, else 0].", show_default=False)] = None,
     shift_seed: Annotated[int, typer.Option("--shift-seed", help="Seed of the training shifts.")] = 0,
     set_: Annotated[Optional[List[str]], typer.Option("--set", help="Any other setting: KEY=VALUE (repeatable).")] = None,
+    **settings: Any,
 ) -> None:
     """Train a model on a view's anomaly-free images and write RUN_DIR/model.pt.
 
@@ -80,20 +51,13 @@ def train_command(
     """
     entry = get_model(model)
     overrides: dict = {}
-    given = dict(
-        epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
-        textures=str(textures) if textures else None, backbone=backbone, backbone_weights=backbone_weights,
-        t_prime=t_prime, skip=skip, w=w, v=v, lambda_dl=lambda_dl, domain_adaptation=domain_adaptation,
-        coreset_ratio=coreset_ratio, position_radius=position_radius,
-    )
     fields = {f.name for f in dataclasses.fields(entry.config_cls)}
-    for opt, value in given.items():
+    for name, value in settings.items():
         if value is None:
             continue
-        field = MODEL_OPTIONS[opt]
-        if field not in fields:
-            raise UsageError(f"--{opt.replace('_', '-')} does not apply to model {model}")
-        overrides[field] = value
+        if name not in fields:
+            raise UsageError(f"--{name.replace('_', '-')} does not apply to model {model}")
+        overrides[name] = value
     for item in set_ or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -196,5 +160,47 @@ def _shift_count(model: str, view: View, shifts: int | None) -> int:
     return DEFAULT_TRAIN_SHIFTS if has_ref else 0
 
 
+def model_options(models: Mapping[str, ModelEntry]) -> dict[str, tuple[OptionSpec, list[str]]]:
+    """Every option a registered model declares (:func:`lineclear.models.base.option`), with the models
+    that have it, in the order of the models and their fields."""
+    out: dict[str, tuple[OptionSpec, list[str]]] = {}
+    for name, entry in models.items():
+        for field_name, spec in declared_options(entry.config_cls).items():
+            if field_name not in out:
+                out[field_name] = (spec, [])
+            elif (out[field_name][0].type, out[field_name][0].help) != (spec.type, spec.help):
+                raise TypeError(f"model {name} declares option {field_name!r} unlike {out[field_name][1][0]} does")
+            out[field_name][1].append(name)
+    return out
+
+
+def _option_parameter(spec: OptionSpec, owners: list[str], n_models: int) -> inspect.Parameter:
+    flag = "--" + spec.name.replace("_", "-")
+    text = spec.help if len(owners) == n_models else f"{', '.join(owners)}: {spec.help}"
+    if spec.type is bool:
+        opt = typer.Option(f"{flag}/--no-{flag[2:]}", help=text, show_default=False, **spec.settings)
+    else:
+        opt = typer.Option(flag, help=text, **spec.settings)
+    return inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[Optional[spec.type], opt])
+
+
+def with_model_options(command: Callable[..., None], models: Mapping[str, ModelEntry]) -> Callable[..., None]:
+    """Give ``command`` (whose ``**settings`` receive them) one option per model setting, after ``--preset``:
+    Typer reads the options from the signature, so the models' config dataclasses are their one source."""
+    params = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+              if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    taken = {p.name for p in params}
+    options = model_options(models)
+    clash = sorted(taken & set(options))
+    if clash:
+        raise TypeError(f"model setting(s) {clash} clash with options of lineclear train")
+    extra = [_option_parameter(spec, owners, len(models)) for spec, owners in options.values()]
+    at = [p.name for p in params].index("preset") + 1
+    keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params[at:]]
+    command.__signature__ = inspect.Signature(params[:at] + extra + keyword)  # type: ignore[attr-defined]
+    return command
+
+
 def register(app: typer.Typer) -> None:
-    app.command("train", no_args_is_help=True)(train_command)
+    app.command("train", no_args_is_help=True)(with_model_options(train_command, MODELS))

@@ -18,7 +18,7 @@ The layout is detected from the content (not the file name):
   (``entry.regions`` a dict keyed by region index). ``entry`` holds ``filename``,
   ``size``, ``file_attributes`` and ``regions`` of ``{shape_attributes, region_attributes}``.
 
-Shapes are validated here (:func:`lineclear.labels.validate_shape`), so a bad file is
+Shapes are validated here (:func:`lineclear.shapes.validate_shape`), so a bad file is
 refused before anything is written, with the line (CSV) or entry (JSON) named.
 """
 
@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 from lineclear.errors import FormatError, LineclearError
 from lineclear.formats._io import atomic_write_bytes
-from lineclear.labels import Region, validate_shape
+from lineclear.shapes import Region, validate_shape
 
 CSV_COLUMNS = (
     "filename",

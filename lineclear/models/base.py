@@ -17,6 +17,7 @@ Each model folder registers a :class:`ModelEntry` in ``lineclear.models.MODELS``
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -44,6 +45,60 @@ class AnomalyModel(nn.Module):
         return anomaly_map.flatten(1).amax(dim=1)
 
 
+_OPTION = "lineclear.option"  # dataclass field metadata key of :func:`option`
+
+
+def option(default: Any, help: str, **settings: Any) -> Any:
+    """A config field that ``lineclear train`` offers as an option ``--<field-name>`` (``_`` written ``-``).
+
+    The field's type gives the option's (a bool is a ``--x/--no-x`` flag; a tuple such as ``image_size``
+    is given as text, ``256x384``); ``help`` is its help text; ``settings`` are further option settings
+    (``min=1``, ``metavar="PATH"``). Every other field is still reachable with ``--set KEY=VALUE``.
+    """
+    return field(default=default, metadata={_OPTION: {"help": help, **settings}})
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """A config field declared with :func:`option`."""
+
+    name: str  # the field's name
+    type: type  # bool, int, float or str
+    help: str
+    settings: Mapping[str, Any]
+
+
+def declared_options(config_cls: type) -> dict[str, OptionSpec]:
+    """The fields of ``config_cls`` declared with :func:`option`, in field order.
+
+    A subclass that gives such a field another default (``image_size = (256, 384)``) keeps the option:
+    its help comes from the class that declared it.
+    """
+    hints = typing.get_type_hints(config_cls)
+    out: dict[str, OptionSpec] = {}
+    for f in dataclasses.fields(config_cls):
+        meta = next((k.__dataclass_fields__[f.name].metadata[_OPTION] for k in config_cls.__mro__
+                     if f.name in getattr(k, "__dataclass_fields__", {})
+                     and _OPTION in k.__dataclass_fields__[f.name].metadata), None)
+        if meta is None:
+            continue
+        kind = typing.get_origin(hints[f.name]) or hints[f.name]
+        typ = kind if kind in (bool, int, float) else str
+        settings = {k: v for k, v in meta.items() if k != "help"}
+        out[f.name] = OptionSpec(f.name, typ, meta["help"], settings)
+    return out
+
+
+def backbone_option(default: str) -> Any:
+    """``--backbone`` of the models built on a timm feature extractor (:mod:`lineclear.models.backbones`)."""
+    return option(default, "timm model name of the feature extractor.")
+
+
+def backbone_weights_option(default: str = "auto") -> Any:
+    """``--backbone-weights`` of the models built on a timm feature extractor."""
+    return option(default, "Weights file (safetensors or state dict), 'auto' (local caches) or 'none' (random).")
+
+
 @dataclass
 class BaseConfig:
     """Fields every model's configuration has. Subclass with model-specific fields.
@@ -52,11 +107,11 @@ class BaseConfig:
     the maps are written at this resolution.
     """
 
-    image_size: tuple[int, int] = (256, 256)
-    batch_size: int = 8
-    epochs: int = 1
-    lr: float = 1e-4
-    seed: int = 0
+    image_size: tuple[int, int] = option((256, 256), "HxW (or one number for square), e.g. 256x384.")
+    batch_size: int = option(8, "Override the batch size.", min=1)
+    epochs: int = option(1, "Override the preset's epochs.", min=1)
+    lr: float = option(1e-4, "Override the learning rate.")
+    seed: int = option(0, "Training seed (deterministic on CPU).")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lineclear.errors import UsageError
-from lineclear.models.base import BaseConfig
+from lineclear.models.base import BaseConfig, backbone_option, backbone_weights_option, option
 
 
 @dataclass
@@ -31,26 +31,26 @@ class DdadConfig(BaseConfig):
     T: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    t_prime: int = 250  # reconstruction starts from noise level T'
-    skip: int = 25  # DDIM stride: ceil(T'/skip) network passes per image
-    w: float = 2.0  # conditioning weight (eq. 13)
+    t_prime: int = option(250, "Noising step T' for reconstruction, in (0, T].")
+    skip: int = option(25, "Denoising step skip.")  # DDIM stride: ceil(T'/skip) network passes per image
+    w: float = option(2.0, "Conditioning weight w.")  # eq. 13 of the paper
     eta: float = 1.0  # DDIM stochasticity (reference: 1); the noise is fixed per image
     # anomaly map
-    v: float = 1.0  # weight of the pixel distance (eq. 16)
+    v: float = option(1.0, "Weight v of the pixel distance.")  # eq. 16 of the paper
     blur_sigma: float = 4.0
-    backbone: str = "wide_resnet101_2"
-    backbone_weights: str = "auto"
+    backbone: str = backbone_option("wide_resnet101_2")
+    backbone_weights: str = backbone_weights_option()
     feature_layers: tuple[int, ...] = (2, 3)
     # input and reconstruction are resized by this factor (bilinear) before the feature extractor,
     # so a low-resolution diffusion still gets feature maps fine enough to localise (1 = as DDAD)
     feature_scale: float = 1.0
     # domain adaptation (L_DA)
-    domain_adaptation: bool = True
+    domain_adaptation: bool = option(True, "Fine-tune the feature extractor (default on).")
     da_epochs: int = 4
     da_lr: float = 1e-4
     da_batch_size: int = 8  # (input, target) pairs per step
     w_da: float = 3.0
-    lambda_dl: float = 0.1
+    lambda_dl: float = option(0.1, "Distillation weight of domain adaptation.")
     # intermediate checkpoints: every `checkpoint_every` epochs from `checkpoint_from` (0 = none)
     checkpoint_every: int = 0
     checkpoint_from: int = 0

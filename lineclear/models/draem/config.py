@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lineclear.errors import UsageError
-from lineclear.models.base import BaseConfig
+from lineclear.models.base import BaseConfig, option
 
 
 @dataclass
@@ -47,7 +47,8 @@ class DraemConfig(BaseConfig):
     cutout_max: float = 0.35
     cutout_angle: float = 20.0  # max rotation of the rectangle, degrees
     p_cutout_print: float = 0.5  # chance the rectangle carries printed lines / glyphs
-    textures: str = ""  # DTD-style folder; "" = offline procedural textures
+    # "" = offline procedural textures
+    textures: str = option("", "DTD-style folder of anomaly source textures (any depth).", metavar="PATH")
     rotate: bool = False  # random ±90° rotation of training images (original code); off: fixed cameras
     # scoring
     score_filter: int = 21  # s_f of thesis eq. 7 at `score_filter_ref` pixels

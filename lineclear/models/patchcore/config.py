@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lineclear.errors import UsageError
-from lineclear.models.base import BaseConfig
+from lineclear.models.base import BaseConfig, backbone_option, backbone_weights_option, option
 
 # Measured on the synthetic dataset (benchmarks/bench_models.py, README.md): the radius in
 # grid cells (8 px at the fast preset's 256x384) that detects best on registered images.
@@ -19,14 +19,15 @@ class PatchCoreConfig(BaseConfig):
     epochs: int = 1  # PatchCore is fitted in one pass over the images; kept for the shared contract
     lr: float = 0.0  # nothing is trained by gradient descent
     seed: int = 0  # coreset start point and projection
-    backbone: str = "tf_efficientnet_lite0"
-    backbone_weights: str = "auto"
+    backbone: str = backbone_option("tf_efficientnet_lite0")
+    backbone_weights: str = backbone_weights_option()
     layers: tuple[int, ...] = (2, 3)  # timm feature indices: strides 8 and 16 (the paper's layer2+layer3)
     neighbourhood: int = 3  # p: local p x p average of each layer's features
     feature_dim: int = 0  # 0 = keep all channels; else adaptive-average each layer to feature_dim/L channels
-    coreset_ratio: float = 1.0  # share of patches kept by greedy k-center selection (1 = all)
+    # greedy k-center selection, on a random projection of coreset_dim dimensions
+    coreset_ratio: float = option(1.0, "Share of patches kept by greedy coreset subsampling (1 = all).")
     coreset_dim: int = 128  # random projection used only to pick the coreset (paper: 128)
-    position_radius: str = DEFAULT_RADIUS  # grid cells, or "none" = the paper's global search
+    position_radius: str = option(DEFAULT_RADIUS, "Position-aware search radius in grid cells, or 'none' for global search.")
     blur_sigma: float = 4.0  # pixels at image_size
     max_bank_mb: float = 2048.0  # refuse banks above this size (float32), suggest --coreset-ratio
     bf16: bool = False  # bfloat16 autocast for the backbone (distances stay float32)

@@ -1,0 +1,67 @@
+"""A bundle view loaded once: model, thresholds, inspection mask, registrar and the pixel-check limits.
+
+:meth:`LoadedView.load` checks that the pieces fit the manifest (model name, map size, mask and
+reference size); whatever does not raises, and the checker makes the view ``undecided`` in every check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lineclear.errors import LineclearError
+from lineclear.formats import read_mask, read_thresholds, resize_mask
+from lineclear.formats.deploy import ViewSpec
+from lineclear.images import read_raw, to_float_rgb
+from lineclear.images import resize as resize_image
+from lineclear.line.image import ImageQC
+from lineclear.register import RegistrationConfig, Registrar
+from lineclear.scoring import load_model
+
+
+@dataclass
+class LoadedView:
+    spec: ViewSpec
+    error: str | None = None  # why the view cannot be checked at all
+    model: Any = None
+    image_threshold: float | None = None
+    pixel_threshold: float | None = None
+    roi: np.ndarray | None = None  # (h,w) bool at map size
+    registrar: Registrar | None = None
+    fill: np.ndarray | None = None  # (h,w,3) float32: the reference at map size, continues the scene at the seam
+    image_qc: ImageQC = field(default_factory=ImageQC)
+
+    @property
+    def mask_stage(self) -> str:
+        """The stage the inspection mask is applied at (``none`` without a mask)."""
+        return self.spec.mask_stage if self.roi is not None else "none"
+
+    def load(self, device: torch.device) -> None:
+        """Read everything a check of this view needs; :class:`LineclearError` for what does not fit the manifest."""
+        spec = self.spec
+        model, meta, cfg = load_model(spec.checkpoint, device)
+        if meta.get("model") != spec.model:
+            raise LineclearError(f"{spec.checkpoint}: a {meta.get('model')} model, the manifest says {spec.model}")
+        if tuple(int(x) for x in cfg.image_size) != tuple(spec.map_size):
+            raise LineclearError(f"{spec.checkpoint}: map size {list(cfg.image_size)} differs from the manifest's {list(spec.map_size)}")
+        thr = read_thresholds(spec.thresholds)
+        self.image_threshold = thr["image"]["threshold"]
+        self.pixel_threshold = thr["pixel"]["threshold"]
+        if self.image_threshold is None:
+            raise LineclearError(f"{spec.thresholds}: no image threshold")
+        if spec.mask is not None:
+            m = read_mask(spec.mask)
+            if m.shape != tuple(spec.image_size):
+                raise LineclearError(f"{spec.mask}: mask size {m.shape} differs from the reference's {spec.image_size}")
+            self.roi = resize_mask(m, spec.map_size)
+        ref = read_raw(spec.reference)
+        if ref.shape[:2] != tuple(spec.image_size):
+            raise LineclearError(f"{spec.reference}: size {ref.shape[:2]} differs from the manifest's {spec.image_size}")
+        if spec.registration is not None:
+            self.registrar = Registrar(ref, RegistrationConfig.from_dict(spec.registration))
+            self.fill = resize_image(to_float_rgb(ref), tuple(spec.map_size))
+        self.image_qc = ImageQC.from_dict(spec.image_qc)
+        self.model = model

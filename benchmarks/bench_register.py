@@ -17,7 +17,7 @@ Data: ``lineclear.synth`` views (shifted images only, from ``shifts.json``), gen
 ``lineclear synth --photos builtin``) through the photo benchmark's camera model (nudges, lighting, shadows,
 focus drift, noise; no parallax, so the true warp is one homography), five ordinary scenes and two
 low-texture ones (a motion-blurred clock, a defocused cat). On the photo scenes a third row runs lineclear
-without the contrast-equalised detection copy (``detect_clahe=0``, the earlier default) in the same process.
+without the contrast-equalised fallback (``detect_clahe=0``, the earlier behaviour) in the same process.
 ``--quick``: 768×512 only, one synth view, three shifted images, and the low-texture photo scenes.
 """
 

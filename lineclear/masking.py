@@ -124,6 +124,27 @@ def erode_valid(valid: np.ndarray, margin_px: int) -> np.ndarray:
     return ~_within(~valid, float(margin_px))
 
 
+def valid_at(valid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A validity mask at another size: ``bool (h,w)`` → ``bool (H,W)``, conservative when shrinking.
+
+    Registered images reach the models resized to the map size with area averaging, so a map pixel on the
+    seam mixes black pixels from outside the camera frame into its value. Such a pixel must not count as
+    valid (a nearest-neighbour resize of the mask says it does, and the dark rim then scores as an
+    anomaly along every seam, at the frame edge as well): a map pixel is valid only when every image
+    pixel it averages is. Enlarging (a mask smaller than ``shape``) is nearest-neighbour.
+    """
+    v = _bool(valid, "validity mask")
+    h, w = int(shape[0]), int(shape[1])
+    if v.shape == (h, w):
+        return v.copy()
+    if v.all():
+        return np.ones((h, w), bool)
+    if h > v.shape[0] or w > v.shape[1]:
+        return cv2.resize(v.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST_EXACT).astype(bool)
+    area = cv2.resize(v.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    return area >= 1.0 - 1e-4
+
+
 def fill_outside(image: np.ndarray, valid: np.ndarray, fill: np.ndarray | None = None,
                  sigma: float | None = None) -> np.ndarray:
     """Continue the scene where a registered image has no pixels: ``(H,W,C)`` float32 → ``(H,W,C)`` float32.

@@ -85,7 +85,7 @@ class RegistrationConfig:
     model: str = "homography"  # homography | affine | similarity
     detect_max_side: int | None = 1024  # None: detect at full resolution (the thesis)
     n_features: int = 1000  # ORB keypoints per image
-    detect_clahe: float = 2.0  # CLAHE clip limit on the detection copy (0 = off): features on low-contrast scenes
+    detect_clahe: float = 2.0  # CLAHE clip limit of the fallback detection copy (0 = no fallback): low-contrast scenes
     ratio: float = 0.8  # Lowe ratio test on the two nearest descriptors
     ransac_px: float = 3.0
     refine: str = "flow"  # flow | ecc | none
@@ -357,10 +357,13 @@ class Registrar:
             s = config.detect_max_side / max(h, w)
         self.detect_size = (max(1, round(h * s)), max(1, round(w * s)))
         self._orb = self._make_orb()
-        small = self._detect_copy(ref)
-        kp, desc = self._orb.detectAndCompute(small, None)
-        self.ref_points = self._to_full(kp, self.detect_size, self.size)
-        self.ref_desc = desc
+        # (points, descriptors) of the reference for the plain detection copy and the equalised one
+        self._ref_features: dict[bool, tuple[np.ndarray, np.ndarray | None]] = {}
+        for eq in (False, True) if config.detect_clahe > 0 else (False,):
+            kp, desc = self._orb.detectAndCompute(self._detect_copy(ref, eq), None)
+            self._ref_features[eq] = (self._to_full(kp, self.detect_size, self.size), desc)
+        # the reference's ORB points and descriptors (the richer copy: what the setup check counts)
+        self.ref_points, self.ref_desc = max(self._ref_features.values(), key=lambda f: len(f[0]))
         if config.refine == "flow":
             self._prepare_flow()
         if config.refine == "ecc":
@@ -371,14 +374,17 @@ class Registrar:
         # A fresh detector per call is cheap and keeps register() safe to call from several threads.
         return cv2.ORB_create(nfeatures=self.config.n_features, fastThreshold=10)
 
-    def _detect_copy(self, gray: np.ndarray) -> np.ndarray:
-        """The copy ORB runs on: reduced to the detection size, contrast equalised in tiles (CLAHE).
+    def _detect_copy(self, gray: np.ndarray, equalise: bool = False) -> np.ndarray:
+        """The copy ORB runs on: reduced to the detection size; with ``equalise``, contrast equalised in
+        tiles (CLAHE).
 
         FAST corners need a fixed contrast; in a dim, hazy or defocused scene few pass it and the coarse
-        stage has too few matches. Equalising both sides the same way keeps descriptors comparable.
+        stage has too few matches. Equalising both sides the same way keeps descriptors comparable; it is
+        the fallback, not the default, because on ordinary scenes it trades well-placed corners for
+        amplified noise (a slightly less exact coarse estimate).
         """
         small = self._reduce(gray, self.detect_size)
-        if self.config.detect_clahe > 0:
+        if equalise:
             small = cv2.createCLAHE(clipLimit=self.config.detect_clahe, tileGridSize=(8, 8)).apply(small)
         return small
 
@@ -475,10 +481,15 @@ class Registrar:
         gray = to_gray(img)
         in_size = (int(gray.shape[0]), int(gray.shape[1]))
         qc: dict[str, Any] = {"features": 0, "matches": 0, "inliers": 0, "inlier_ratio": 0.0}
-        estimate, reason = self._estimate(gray, qc)
-        if estimate is not None:
-            qc.update(transform_qc(estimate, in_size, self.size))
-            reason = check_limits(qc, self.config.limits, self.size)
+        estimate, reason = self._estimate_checked(gray, qc, in_size, False)
+        if reason is not None and True in self._ref_features:
+            # a low-contrast scene: try again on contrast-equalised copies of both sides
+            qc2: dict[str, Any] = {"features": 0, "matches": 0, "inliers": 0, "inlier_ratio": 0.0}
+            estimate2, reason2 = self._estimate_checked(gray, qc2, in_size, True)
+            if reason2 is None:
+                estimate, reason, qc = estimate2, None, qc2
+        qc["detect"] = "equalised" if qc.get("equalised") else "plain"
+        qc.pop("equalised", None)
         ok = reason is None
         T = estimate if ok else resize_transform(in_size, self.size)
         out_img = valid = None
@@ -554,12 +565,25 @@ class Registrar:
             out = out[:, :, None]
         return out
 
-    def _estimate(self, gray: np.ndarray, qc: dict[str, Any]) -> tuple[np.ndarray | None, str | None]:
+    def _estimate_checked(self, gray: np.ndarray, qc: dict[str, Any], in_size: tuple[int, int], equalise: bool
+                          ) -> tuple[np.ndarray | None, str | None]:
+        """:meth:`_estimate` followed by the quality-control limits: ``(estimate or None, reason or None)``."""
+        estimate, reason = self._estimate(gray, qc, equalise)
+        if equalise:
+            qc["equalised"] = True
+        if estimate is not None:
+            qc.update(transform_qc(estimate, in_size, self.size))
+            reason = check_limits(qc, self.config.limits, self.size)
+        return estimate, reason
+
+    def _estimate(self, gray: np.ndarray, qc: dict[str, Any], equalise: bool = False
+                  ) -> tuple[np.ndarray | None, str | None]:
         cfg = self.config
-        if self.ref_desc is None or len(self.ref_points) < cfg.limits.min_inliers:
-            return None, f"the reference has too few features ({len(self.ref_points)})"
+        ref_points, ref_desc = self._ref_features[equalise]
+        if ref_desc is None or len(ref_points) < cfg.limits.min_inliers:
+            return None, f"the reference has too few features ({len(ref_points)})"
         in_size = gray.shape[:2]
-        small = self._detect_copy(gray)
+        small = self._detect_copy(gray, equalise)
         orb = self._make_orb()
         kp, desc = orb.detectAndCompute(small, None)
         qc["features"] = len(kp)
@@ -567,13 +591,13 @@ class Registrar:
             return None, f"too few features in the image ({len(kp)}; flat, dark or blurred?)"
         pts = self._to_full(kp, self.detect_size, in_size)
         matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-        knn = matcher.knnMatch(desc, self.ref_desc, k=2)
+        knn = matcher.knnMatch(desc, ref_desc, k=2)
         good = [m[0] for m in knn if len(m) == 2 and m[0].distance < cfg.ratio * m[1].distance]
         qc["matches"] = len(good)
         if len(good) < cfg.limits.min_inliers:
             return None, f"too few matches ({len(good)} < {cfg.limits.min_inliers}; another view or a covered camera?)"
         src = pts[[m.queryIdx for m in good]]
-        dst = self.ref_points[[m.trainIdx for m in good]]
+        dst = ref_points[[m.trainIdx for m in good]]
         det_scale = self.size[1] / self.detect_size[1]
         T, inl = _fit(cfg.model, src, dst, cfg.ransac_px * det_scale)
         qc["inliers"] = int(inl.sum())

@@ -37,7 +37,7 @@ import torch
 from lineclear.errors import FormatError, LineclearError, UsageError
 from lineclear.formats import load_checkpoint, read_mask, resize_mask
 from lineclear.images import read_raw, read_rgb, resize, to_float_rgb
-from lineclear.masking import erode_valid, fill_outside
+from lineclear.masking import erode_valid, fill_outside, valid_at
 from lineclear.models import get_model
 from lineclear.models.base import AnomalyModel, config_from_dict
 from lineclear.progress import Progress, ensure
@@ -103,7 +103,7 @@ def load_batch(
         vp = valid_lookup(p) if valid_lookup else None
         if vp is not None:
             any_valid = True
-            valids.append(resize_mask(read_mask(vp, resize=True, shape=None), size))
+            valids.append(valid_at(read_mask(vp, resize=True, shape=None), size))
         else:
             valids.append(np.ones(size, dtype=bool))
     return imgs, (np.stack(valids) if any_valid else None)
@@ -245,7 +245,7 @@ def score_shifted(
                 yield ScoredBatch([], np.zeros((0, *size), np.float32), np.zeros(0, np.float32), None), [], failed
                 continue
             x = np.stack([resize(to_float_rgb(im), size) for im in imgs])
-            v = np.stack([resize_mask(m, size) for m in valids])
+            v = np.stack([valid_at(m, size) for m in valids])
             maps, scores, count = score_arrays(model, x, roi=roi, valid=v, mask_stage=mask_stage,
                                                border_margin=border_margin, fill=fill, device=device, bf16=bf16)
             names = [(p, f"shift{k}") for k in range(len(imgs))]

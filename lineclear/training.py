@@ -137,8 +137,9 @@ def load_view_images(
     Notes name what the user should know (e.g. mixed source sizes that were resized).
     """
     from lineclear.dataset import valid_path_for
-    from lineclear.formats import read_mask, resize_mask
+    from lineclear.formats import read_mask
     from lineclear.images import image_size, read_rgb
+    from lineclear.masking import valid_at
 
     notes: list[str] = []
     sizes = {image_size(s.path) for s in samples}
@@ -151,7 +152,7 @@ def load_view_images(
         vs = [valid_path_for(s.path) for s in samples]
         if any(v is not None for v in vs):
             valid = np.stack(
-                [resize_mask(read_mask(v), size) if v is not None else np.ones(size, bool) for v in vs]
+                [valid_at(read_mask(v), size) if v is not None else np.ones(size, bool) for v in vs]
             )[:, None].astype(np.float32)
     return (
         torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32)),
@@ -180,7 +181,7 @@ def add_training_shifts(
     from lineclear.dataset import valid_path_for
     from lineclear.formats import read_mask, resize_mask
     from lineclear.images import read_raw, resize, to_float_rgb
-    from lineclear.masking import fill_outside
+    from lineclear.masking import fill_outside, valid_at
     from lineclear.shifts import augment_with_shifts
 
     size = tuple(images.shape[-2:])
@@ -199,7 +200,7 @@ def add_training_shifts(
     if not got:
         return images, valid, info
     fill = resize(to_float_rgb(reference), size)
-    extra_v = np.stack([resize_mask(m, size) for m in gv])
+    extra_v = np.stack([valid_at(m, size) for m in gv])
     extra = np.stack([fill_outside(resize(to_float_rgb(im), size), m, fill) for im, m in zip(got, extra_v)])
     base_v = (valid[:, 0].numpy() > 0.5) if valid is not None else np.ones((images.shape[0], *size), bool)
     all_i = torch.cat([images, torch.from_numpy(np.ascontiguousarray(extra.transpose(0, 3, 1, 2), np.float32))])

@@ -144,3 +144,21 @@ def test_render_preview():
     assert np.array_equal(p[20, 10], img[20, 10])  # inspected, away from the outline: unchanged
     gray16 = np.full((40, 60), 30000, np.uint16)
     assert render_preview(gray16, m).shape == (40, 60, 3)
+
+
+def test_valid_at_is_conservative_when_shrinking():
+    """A map pixel that averages any pixel from outside the camera frame is not valid (the nearest-neighbour
+    resize called it valid, and the dark rim of the seam scored as an anomaly)."""
+    from lineclear.masking import valid_at
+
+    v = np.ones((512, 768), bool)
+    v[-1, :] = False  # the last row of a registered image came from outside the frame
+    v[:, :3] = False  # and a wedge 3 px wide on the left
+    small = valid_at(v, (256, 384))
+    assert not small[-1].any() and small[-2, 2:].all()
+    assert not small[:, :2].any() and small[:-1, 2].all()
+    # an image pair whose every averaged pixel is valid stays valid; all-valid stays all-valid
+    assert valid_at(np.ones((512, 768), bool), (256, 384)).all()
+    # enlarging is nearest-neighbour
+    big = valid_at(small, (512, 768))
+    assert big.shape == (512, 768) and not big[-2:].any() and big[:-2, 10:].all()

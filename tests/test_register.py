@@ -285,7 +285,7 @@ def test_config_round_trip_and_bad_values():
 @pytest.mark.parametrize("fname,blur", [("clock_motion.png", 0), ("chelsea.png", 4)])
 def test_low_texture_scene_sub_pixel(fname, blur):
     """A motion-blurred and a defocused photograph: few FAST corners pass a fixed contrast, so without the
-    contrast-equalised detection copy the coarse stage fails or lands pixels off (issue 13: <= 0.3 px mean,
+    contrast-equalised fallback the coarse stage fails or lands pixels off (issue 13: <= 0.3 px mean,
     <= 1 px worst on every scene)."""
     pytest.importorskip("skimage")
     from lineclear.images import read_raw
@@ -298,14 +298,27 @@ def test_low_texture_scene_sub_pixel(fname, blur):
     ref = camera(scene, np.eye(3), np.random.default_rng(0), parallax=0.0, mask=None)[0]
     rng = np.random.default_rng(1)
     errs = {True: [], False: []}
+    used = []
     for clahe in (True, False):
         reg = Registrar(ref, detect_clahe=2.0 if clahe else 0.0)
         rng = np.random.default_rng(1)
         for _ in range(6):
             H = _nudge(rng, scene.shape[:2])
             res = reg.register(camera(scene, H, rng, parallax=0.0, mask=None)[0], warp=False)
+            used.append(res.qc["detect"])
             T = res.transform if res.ok else res.estimate
             errs[clahe].append(corner_error(T, np.linalg.inv(H), ref.shape[:2]) if res.ok else np.full(4, np.inf))
     new, old = np.array(errs[True]), np.array(errs[False])
     assert new.mean() <= 0.3 and new.max() <= 1.0, new
     assert not (old.mean() <= 0.3 and old.max() <= 1.0), "the scene is not hard without the equalised copy"
+    assert "equalised" in used
+
+
+def test_ordinary_scene_keeps_the_plain_detection_copy(ref, registrar):
+    """The equalised copy is a fallback: where the plain one registers, its result is kept unchanged."""
+    H = shift(*ref.shape[:2], 7)
+    img = cv2.warpPerspective(ref, H, (ref.shape[1], ref.shape[0]), flags=cv2.INTER_LINEAR)
+    res = registrar.register(img, warp=False)
+    plain = Registrar(ref, detect_clahe=0.0).register(img, warp=False)
+    assert res.ok and res.qc["detect"] == "plain"
+    np.testing.assert_array_equal(res.transform, plain.transform)

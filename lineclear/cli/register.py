@@ -42,7 +42,7 @@ def register_command(
     refine: Annotated[str, typer.Option("--refine", help=f"Sub-pixel refinement at full resolution: {', '.join(REFINES)} (flow: track corners near the first estimate; ecc: intensity alignment; none: the thesis's plain estimate).")] = "flow",
     detect_size: Annotated[int, typer.Option("--detect-size", min=0, help="Longest side of the reduced copy ORB runs on (0 = full resolution, as in the thesis).")] = 1024,
     features: Annotated[int, typer.Option("--features", min=50, help="ORB keypoints per image.")] = 1000,
-    clahe: Annotated[float, typer.Option("--clahe", min=0.0, help="Contrast equalisation (CLAHE clip limit) of the copy ORB runs on, for dim, hazy or defocused scenes (0 = off, as in the thesis).")] = 2.0,
+    clahe: Annotated[float, typer.Option("--clahe", min=0.0, help="When the plain copy gives no transform that passes QC, try again on contrast-equalised copies (CLAHE clip limit) for dim, hazy or defocused scenes (0 = no second try).")] = 2.0,
     min_inliers: Annotated[int, typer.Option("--min-inliers", min=4, help="Fail below this many RANSAC inliers.")] = QCLimits.min_inliers,
     min_inlier_ratio: Annotated[float, typer.Option("--min-inlier-ratio", min=0.0, max=1.0, help="Fail below this share of matches that are inliers.")] = QCLimits.min_inlier_ratio,
     max_rmse: Annotated[float, typer.Option("--max-rmse", min=0.0, help="Fail above this reprojection RMSE (reference pixels).")] = QCLimits.max_rmse_px,

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from lineclear.formats import resize_mask
 from lineclear.formats.deploy import ViewSpec
 from lineclear.images import resize as resize_image
 from lineclear.images import to_float_rgb
 from lineclear.line.verdict import Evidence, Undecidable
+from lineclear.masking import valid_at
 from lineclear.register import Registrar, RegistrationResult, resize_transform
 
 
@@ -66,5 +66,5 @@ def align(raw: np.ndarray, spec: ViewSpec, registrar: Registrar | None, evidence
         x = to_float_rgb(warped)
         if x.shape[:2] != tuple(spec.map_size):
             x = resize_image(x, tuple(spec.map_size))
-        valid = None if valid_ref is None else resize_mask(valid_ref, tuple(spec.map_size))
+        valid = None if valid_ref is None else valid_at(valid_ref, tuple(spec.map_size))
     return Aligned(x, valid, np.asarray(T, np.float64))

@@ -5,8 +5,8 @@ calibrated for it, and checks that they belong together (the thresholds were com
 maps of this very checkpoint, at its map size, with the recorded mask and mask stage);
 :func:`build_bundle` copies them into ``<out>/<view>/`` and writes the manifest
 (:mod:`lineclear.formats.deploy`) with the SHA-256 of every file. The bundle is built in
-a temporary folder beside ``out`` and renamed into place, so a crash never leaves half a
-bundle.
+a temporary folder beside ``out`` and renamed into place (over an earlier bundle: swapped with
+it in one step where Linux allows), so a crash never leaves half a bundle, nor none.
 
 The line must score exactly as the thresholds were calibrated, so the mask, the mask
 stage and the border margin are taken from the thresholds' provenance (``source``, and
@@ -26,6 +26,7 @@ from typing import Any
 from lineclear.dataset import View
 from lineclear.errors import FormatError, LineclearError, OutputExistsError, UsageError
 from lineclear.formats import read_mask, read_thresholds, sha256_file
+from lineclear.formats._io import exchange_paths
 from lineclear.formats.deploy import MANIFEST_NAME, Bundle, ViewSpec, read_manifest, write_manifest
 from lineclear.formats.run import read_run_config
 from lineclear.images import image_size
@@ -251,12 +252,14 @@ def build_bundle(out: str | os.PathLike, sources: list[ViewSource], overwrite: b
             }
         write_manifest(tmp, entries)
         read_manifest(tmp)  # what the line will read: validate it before it goes into place
-        old = None
-        if out.exists():
+        if not out.exists():
+            os.replace(tmp, out)
+        elif exchange_paths(tmp, out):  # one step: a crash leaves the old bundle or the new one, never none
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old bundle
+        else:
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
+            os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

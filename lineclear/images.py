@@ -28,7 +28,10 @@ def read_raw(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise LineclearError(f"{path}: no such image file")
     data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
+    except cv2.error:  # e.g. a header claiming more pixels than OpenCV will allocate
+        raise FormatError(f"{path}: not a readable image (corrupt, or a header claiming an absurd size)") from None
     if img is None:
         raise FormatError(f"{path}: not a readable image (unsupported or corrupt file)")
     if img.dtype not in (np.uint8, np.uint16):
@@ -94,7 +97,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             w, h = im.size
     except FileNotFoundError:
         raise LineclearError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # PIL raises SyntaxError/ValueError for some damaged headers, DecompressionBombError for absurd sizes
         raise FormatError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
     return int(h), int(w)
 

@@ -172,30 +172,49 @@ class MapsFile:
             raise FormatError(f"{self.path}: no such maps file")
         try:
             self._f = h5py.File(self.path, "r")
-        except OSError:
+        except Exception:  # OSError mostly; h5py raises others on some damaged superblocks
             raise FormatError(f"{self.path}: not an HDF5 file (or it is corrupt)") from None
         try:
             self._validate()
-        except Exception:
+        except LineclearError:
             self._f.close()
             raise
+        except Exception as exc:  # a damaged file: h5py raises KeyError, RuntimeError, OSError, ValueError, ...
+            self._f.close()
+            raise self._corrupt(exc) from None
+
+    def _corrupt(self, exc: BaseException, what: str = "") -> FormatError:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        return FormatError(f"{self.path}: corrupt maps file{what} ({type(exc).__name__}: {first})")
+
+    def _dataset(self, name: str, ndim: int, kinds: str, what: str) -> h5py.Dataset:
+        d = self._f.get(name)
+        if not isinstance(d, h5py.Dataset):
+            raise FormatError(f"{self.path}: corrupt maps file (no /{name} dataset)")
+        if d.ndim != ndim:
+            raise FormatError(f"{self.path}: /{name} must be {what}, found shape {d.shape}")
+        if d.dtype.kind not in kinds and not (kinds == "S" and h5py.check_string_dtype(d.dtype)):
+            raise FormatError(f"{self.path}: /{name} has type {d.dtype}, expected {what}")
+        return d
 
     def _validate(self) -> None:
         f = self._f
         check_schema(self.path, _decode(f.attrs.get("schema")), MAPS_SCHEMA)
-        for name in ("maps", "scores", "image_ids", "labels"):
-            if name not in f:
-                raise FormatError(f"{self.path}: corrupt maps file (no /{name} dataset)")
-        n = f["maps"].shape[0]
-        if f["maps"].ndim != 3:
-            raise FormatError(f"{self.path}: /maps must be (N,H,W), found shape {f['maps'].shape}")
-        for name in ("scores", "image_ids", "labels"):
-            if f[name].shape != (n,):
+        maps = self._dataset("maps", 3, "f", "(N,H,W) float")
+        n = maps.shape[0]
+        kinds = {"scores": ("fiu", "(N,) numbers"), "image_ids": ("S", "(N,) strings"), "labels": ("iu", "(N,) integers")}
+        for name, (kind, what) in kinds.items():
+            if self._dataset(name, 1, kind, what).shape != (n,):
                 raise FormatError(f"{self.path}: /{name} has shape {f[name].shape}, expected ({n},)")
-        if "valid" in f and f["valid"].shape != f["maps"].shape:
-            raise FormatError(f"{self.path}: /valid shape {f['valid'].shape} does not match /maps {f['maps'].shape}")
+        if "valid" in f and self._dataset("valid", 3, "biu", "(N,H,W) 0/1").shape != maps.shape:
+            raise FormatError(f"{self.path}: /valid shape {f['valid'].shape} does not match /maps {maps.shape}")
         self.scores = f["scores"][:].astype(np.float64)
-        self.image_ids = [_decode(s) for s in f["image_ids"][:]]
+        if not np.all(np.isfinite(self.scores)):
+            raise FormatError(f"{self.path}: corrupt maps file (NaN or infinite image scores)")
+        try:
+            self.image_ids = [_decode(s) for s in f["image_ids"][:]]
+        except UnicodeDecodeError:
+            raise FormatError(f"{self.path}: corrupt maps file (an image id is not UTF-8)") from None
         self.labels = f["labels"][:].astype(np.int64)
         self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
 
@@ -221,13 +240,23 @@ class MapsFile:
     def has_valid(self) -> bool:
         return "valid" in self._f
 
+    def _read(self, name: str, sel: int | slice) -> np.ndarray:
+        """``/name[sel]``; a damaged chunk or a non-finite map value is a FormatError naming the images."""
+        try:
+            out = self._f[name][sel]
+        except Exception as exc:  # h5py: OSError for a chunk that fails to decompress, and others
+            raise self._corrupt(exc, f" (cannot read /{name}[{_sel(sel)}])") from None
+        if name == "maps" and not np.all(np.isfinite(out)):
+            raise FormatError(f"{self.path}: corrupt maps file (NaN or infinite values in /maps[{_sel(sel)}])")
+        return out
+
     def map(self, i: int) -> np.ndarray:
-        return self._f["maps"][i]
+        return self._read("maps", i)
 
     def valid(self, i: int) -> np.ndarray:
         """bool (H,W): the pixels that count (all True when the file has no /valid)."""
         if self.has_valid:
-            return self._f["valid"][i].astype(bool)
+            return self._read("valid", i).astype(bool)
         return np.ones(self.map_size, dtype=bool)
 
     def iter_batches(self, batch: int = 16) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
@@ -235,9 +264,13 @@ class MapsFile:
         n = len(self)
         for i in range(0, n, batch):
             sl = slice(i, min(n, i + batch))
-            maps = self._f["maps"][sl]
-            valid = self._f["valid"][sl].astype(bool) if self.has_valid else np.ones(maps.shape, dtype=bool)
+            maps = self._read("maps", sl)
+            valid = self._read("valid", sl).astype(bool) if self.has_valid else np.ones(maps.shape, dtype=bool)
             yield sl, maps, valid
+
+
+def _sel(sel: int | slice) -> str:
+    return f"{sel.start}:{sel.stop}" if isinstance(sel, slice) else str(sel)
 
 
 def _decode(v: Any) -> Any:

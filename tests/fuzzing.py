@@ -26,8 +26,8 @@ SCALE = 25 if PROFILE == "long" else 1
 
 # reader -> {"read": n, "refused": n}
 COUNTS: dict[str, Counter] = defaultdict(Counter)
-# command -> (runs killed mid-way, runs that finished first), from tests/test_crash_safety.py
-KILLS: dict[str, tuple[int, int]] = {}
+# command -> (runs killed mid-way, runs that finished first, log lines of killed runs), tests/test_crash_safety.py
+KILLS: dict[str, tuple[int, int, int]] = {}
 
 
 def fuzz_settings(examples: int) -> settings:
@@ -60,8 +60,9 @@ def attempt(reader: str, read: Callable[[], Any]) -> tuple[bool, Any]:
 def summary_lines() -> list[str]:
     lines = [f"{name}: {c['read'] + c['refused']} inputs ({c['read']} read, {c['refused']} refused)"
              for name, c in sorted(COUNTS.items())]
-    return lines + [f"SIGKILL {name}: {k + f} runs ({k} killed mid-way, {f} finished first)"
-                    for name, (k, f) in KILLS.items()]
+    return lines + [f"SIGKILL {name}: {k + f} runs ({k} killed mid-way, {f} finished first"
+                    + (f"; {kept} sets logged by killed runs, all kept)" if kept else ")")
+                    for name, (k, f, kept) in KILLS.items()]
 
 
 # -- byte mutations -------------------------------------------------------------------------------------------

@@ -28,12 +28,12 @@ from lineclear.formats import MapsFile, load_checkpoint, read_json, read_mask, r
 from lineclear.formats.deploy import read_manifest, verify_files
 from lineclear.formats.registration import read_marker, read_report
 from lineclear.formats.run import RUN_SCHEMA
-from lineclear.formats.verdict import read_verdict_log
+from lineclear.formats.verdict import read_verdict_log, validate_log_record
 from lineclear.images import read_raw
 from tests.test_deploy import make_view
 
 ROOT = Path(__file__).resolve().parents[1]
-KILLS = 3  # per command in CI
+KILLS = 6  # per command in CI
 SEED = 14
 # what an interrupted atomic write leaves: mkstemp's hidden ".<name>.<8 chars>.tmp", deploy's hidden
 # temporary bundle ".<out>.<8 chars>.tmp/" and the previous bundle on its way out ".<out>.old-<pid>/"
@@ -128,10 +128,11 @@ class Rounds:
         self.rng = random.Random(f"{SEED}-{name}")
         self.kills, self.name = kills, name
         self.finished = self.killed = 0
+        self.kept = 0  # check --watch: sets that killed runs had logged (all of them kept)
 
-    def delays(self, seconds: float):
+    def delays(self, seconds: float, start: float = 0.0):
         for _ in range(self.kills):
-            yield self.rng.uniform(0.0, 1.1 * seconds)
+            yield self.rng.uniform(start, 1.1 * seconds)
 
     def count(self, status: int) -> None:
         assert status in (0, KILLED), f"{self.name}: exit {status}"
@@ -153,12 +154,12 @@ def line(tmp_path_factory, host: KillHost) -> dict:
     return {"view": view, "run": run, "bundle": tmp / "deployed" / "line"}
 
 
-def _train_rounds(host: KillHost, line: dict, kills: int) -> Rounds:
+def _train_rounds(host: KillHost, line: dict, base: Path, kills: int) -> Rounds:
     rounds = Rounds("train", kills)
     args = ("-q", "train", line["view"], "--model", "template", "--image-size", "48x64", "--shifts", "0", *FAST)
-    seconds, _ = host.run(*args, "--out", host.cwd / "killed_runs" / "full")
+    seconds, _ = host.run(*args, "--out", base / "killed_runs" / "full")
     for i, delay in enumerate(rounds.delays(seconds)):
-        out = host.cwd / "killed_runs" / f"r{i:02d}"
+        out = base / "killed_runs" / f"r{i:02d}"
         status, _ = host.kill_after(delay, *args, "--out", out)
         rounds.count(status)
         if not out.exists():
@@ -178,9 +179,9 @@ def _train_rounds(host: KillHost, line: dict, kills: int) -> Rounds:
     return rounds
 
 
-def _score_rounds(host: KillHost, line: dict, kills: int) -> Rounds:
+def _score_rounds(host: KillHost, line: dict, base: Path, kills: int) -> Rounds:
     rounds = Rounds("score", kills)
-    maps = host.cwd / "scored" / "test_maps.h5"
+    maps = base / "scored" / "test_maps.h5"
     args = ("-q", "score", line["run"], line["view"], "--split", "test", "--out", maps, "--shifts", "0", *FAST)
     seconds, _ = host.run(*args)
     for delay in rounds.delays(seconds):
@@ -196,10 +197,10 @@ def _score_rounds(host: KillHost, line: dict, kills: int) -> Rounds:
     return rounds
 
 
-def _register_rounds(host: KillHost, line: dict, kills: int) -> Rounds:
+def _register_rounds(host: KillHost, line: dict, base: Path, kills: int) -> Rounds:
     rounds = Rounds("register", kills)
-    out = host.cwd / "reg" / "registered"
-    report = host.cwd / "reg" / "registration.json"
+    out = base / "reg" / "registered"
+    report = base / "reg" / "registration.json"
     args = ("-q", "register", line["view"] / "train" / "good", "--ref", line["view"] / "reference.png",
             "--out", out, "--report", report, "--jobs", "1")
     seconds, _ = host.run(*args)
@@ -227,45 +228,49 @@ def _register_rounds(host: KillHost, line: dict, kills: int) -> Rounds:
     return rounds
 
 
-def _deploy_rounds(host: KillHost, line: dict, kills: int) -> Rounds:
+def _deploy_rounds(host: KillHost, line: dict, base: Path, kills: int) -> Rounds:
     rounds = Rounds("deploy", kills)
     bundle = line["bundle"]
     args = ("-q", "deploy", line["run"], "--out", bundle, "--overwrite")
     seconds, _ = host.run(*args)
     for delay in rounds.delays(seconds):
-        before = (bundle / "manifest.json").read_bytes()
         status, _ = host.kill_after(delay, *args)
         rounds.count(status)
         b = read_manifest(bundle)  # never missing: the previous bundle or the new one
         assert verify_files(b) == {} and list(b.views) == ["A"]
         assert read_thresholds(b.views["A"].thresholds)["method"] == "max"
-        if status == 0:
-            assert (bundle / "manifest.json").read_bytes() != before
         assert all(LITTER.match(p.name) for p in bundle.parent.iterdir() if p != bundle)
         assert not _litter(bundle, set(b.files) | {"manifest.json"})
     return rounds
 
 
-def _watch_rounds(host: KillHost, line: dict, kills: int, sets: int = 4) -> Rounds:
+def _watch_rounds(host: KillHost, line: dict, base: Path, kills: int, sets: int = 6) -> Rounds:
     import shutil
 
     rounds = Rounds("check --watch", kills)
     bundle = line["bundle"]
-    log = host.cwd / "verdicts.jsonl"
+    log = base / "verdicts.jsonl"
     src = line["view"] / "test" / "good" / "000.png"
 
     def args(i: int):
-        inbox = host.cwd / "inbox" / f"w{i:02d}"
+        inbox = base / "inbox" / f"w{i:02d}"
         inbox.mkdir(parents=True)
         for k in range(sets):
             shutil.copyfile(src, inbox / f"A_{k:03d}.png")
         return ("-q", "check", bundle, "--watch", inbox, "--existing", "--log", log, "--max-sets", str(sets),
                 "--settle", "0.05", "--poll", "0.02", "--timeout", "60", *FAST)
 
-    seconds, _ = host.run(*args(99))
+    t0 = time.monotonic()
+    pid, out = host.start(*args(99))
+    stdout = Path(f"{out}.out")
+    while not (stdout.exists() and stdout.read_text().strip()) and time.monotonic() - t0 < 60:
+        time.sleep(0.005)
+    first_set = time.monotonic() - t0  # the bundle is loaded: kills from half this time on hit the sets
+    assert host.wait(pid) == 0
+    seconds = time.monotonic() - t0
     total = sets
     assert [r["set"] for r in read_verdict_log(log).records] == list(range(1, sets + 1))
-    for i, delay in enumerate(rounds.delays(seconds)):
+    for i, delay in enumerate(rounds.delays(seconds, start=first_set / 2)):
         before = log.read_bytes()
         status, out = host.kill_after(delay, *args(i))
         rounds.count(status)
@@ -278,9 +283,11 @@ def _watch_rounds(host: KillHost, line: dict, kills: int, sets: int = 4) -> Roun
         # each set is printed only after its log line was fsynced: none of them may be missing
         assert [r["set"] for r in new][:len(reported)] == reported
         assert [r["set"] for r in new] == list(range(1, len(new) + 1))
-        assert all(r["verdict"] == "clear" and r["view"] == "A" for r in new)
+        assert all(r["view"] == "A" and validate_log_record(log, r) is None for r in new)
         if status == 0:
             assert len(new) == sets
+        else:
+            rounds.kept += len(new)
         total = len(vlog.records)
     return rounds
 
@@ -289,14 +296,15 @@ STAGES = [_train_rounds, _score_rounds, _register_rounds, _deploy_rounds, _watch
 
 
 def test_sigkill_leaves_previous_or_new_outputs(host: KillHost, line: dict) -> None:
-    rounds = [stage(host, line, KILLS) for stage in STAGES]
+    rounds = [stage(host, line, host.cwd / "ci", KILLS) for stage in STAGES]
     _record(rounds)
     assert sum(r.killed for r in rounds) >= len(rounds)  # the kills did land mid-run
+    assert rounds[-1].kept > 0  # ... and some of them after the watch had logged sets
 
 
 @pytest.mark.slow
 def test_sigkill_many(host: KillHost, line: dict) -> None:
-    rounds = [stage(host, line, 25) for stage in STAGES]
+    rounds = [stage(host, line, host.cwd / "many", 25) for stage in STAGES]
     _record(rounds)
     assert all(r.killed >= 10 for r in rounds)
 
@@ -305,5 +313,5 @@ def _record(rounds: list[Rounds]) -> None:
     from tests import fuzzing
 
     for r in rounds:
-        k, f = fuzzing.KILLS.get(r.name, (0, 0))
-        fuzzing.KILLS[r.name] = (k + r.killed, f + r.finished)
+        k, f, kept = fuzzing.KILLS.get(r.name, (0, 0, 0))
+        fuzzing.KILLS[r.name] = (k + r.killed, f + r.finished, kept + r.kept)

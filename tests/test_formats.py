@@ -56,7 +56,11 @@ def test_maps_round_trip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got, maps)
     with h5py.File(p) as h:  # the layout the README documents
         assert h["maps"].chunks == (1, 6, 7) and h["maps"].compression == "gzip"
-        assert h["image_ids"].dtype.kind == "O"
+        ids = h["image_ids"]
+        assert h5py.check_string_dtype(ids.dtype).encoding == "utf-8" and ids.dtype.itemsize == 21  # é: 2 bytes
+        assert all(h[n].fletcher32 for n in ("maps", "scores", "image_ids", "labels", "valid"))
+        assert h.id.get_create_plist().get_version()[0] >= 2  # a superblock with a checksum (HDF5 >= 1.8 format)
+        assert isinstance(h.attrs["schema"], bytes)  # fixed-length: not in the global heap
         assert h["labels"].dtype == np.int8
 
 

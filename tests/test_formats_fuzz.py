@@ -271,6 +271,25 @@ def _maps_seed() -> bytes:
 MAPS_SEED = _maps_seed()
 
 
+def _old_maps_seed() -> bytes:
+    """The same file as lineclear 0.1 wrote it: HDF5's oldest format, no checksums (still read)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        new, old = Path(d) / "new.h5", Path(d) / "old.h5"
+        new.write_bytes(MAPS_SEED)
+        with h5py.File(new, "r") as src, h5py.File(old, "w") as dst:
+            for name, ds in src.items():
+                kw = dict(compression="gzip", shuffle=True) if ds.ndim == 3 else {}
+                dst.create_dataset(name, data=ds[()], dtype=ds.dtype, chunks=ds.chunks, maxshape=ds.maxshape, **kw)
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+        return old.read_bytes()
+
+
+OLD_MAPS_SEED = _old_maps_seed()
+
+
 def _read_maps_fully(path: Path) -> int:
     with MapsFile(path) as f:
         n, (h, w) = len(f), f.map_size
@@ -291,10 +310,15 @@ def _read_maps_fully(path: Path) -> int:
 
 def test_maps_seed_reads_back(work: Path) -> None:
     assert _read_maps_fully(_put(work, "m.h5", MAPS_SEED)) == N_MAPS
+    assert _read_maps_fully(_put(work, "m0.h5", OLD_MAPS_SEED)) == N_MAPS
+
+
+_H5_TOKENS = [b"\x00" * 8, b"\xff" * 8, b"HDF", b"\x89HDF\r\n\x1a\n"]
 
 
 @fuzz_settings(300)
-@given(data=mutated_bytes(MAPS_SEED, max_ops=4, tokens=[b"\x00" * 8, b"\xff" * 8, b"HDF", b"\x89HDF\r\n\x1a\n"]))
+@given(data=st.one_of(mutated_bytes(MAPS_SEED, max_ops=4, tokens=_H5_TOKENS),
+                      mutated_bytes(OLD_MAPS_SEED, max_ops=4, tokens=_H5_TOKENS)))
 def test_fuzz_maps_bytes(work: Path, data: bytes) -> None:
     attempt("maps HDF5 (bytes)", lambda: _read_maps_fully(_put(work, "f.h5", data)))
 

@@ -8,7 +8,9 @@ path       type / shape            meaning
 /maps      float32 (N,H,W)         anomaly map per image at the model's resolution; chunked
                                    one image per chunk, gzip-compressed
 /scores    float32 (N,)            image anomaly score
-/image_ids vlen UTF-8 str (N,)     image path relative to the dataset root
+/image_ids UTF-8 str (N,)          image path relative to the dataset root (fixed-length, as long as the
+                                   longest id: variable-length strings live in HDF5's unchecksummed
+                                   global heap; files with those are read too)
 /labels    int8 (N,)               0 normal, 1 anomalous, -1 unknown
 /valid     uint8 (N,H,W), optional 1 where the pixel counts (inspection mask and
                                    registration validity), 0 where it is ignored
@@ -35,7 +37,6 @@ from lineclear.errors import FormatError, LineclearError
 from lineclear.formats._io import atomic_path, check_schema
 
 MAPS_SCHEMA = "lineclear.maps/1"
-_STR = h5py.string_dtype(encoding="utf-8")
 
 
 def provenance(**extra: Any) -> dict[str, Any]:
@@ -53,9 +54,14 @@ def _attr_value(v: Any) -> Any:
     if isinstance(v, (dict, list, tuple)) and not (
         isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v)
     ):
-        return json.dumps(v)
+        v = json.dumps(v)
     if isinstance(v, Path):
-        return str(v)
+        v = str(v)
+    if isinstance(v, str):
+        # UTF-8 bytes of exactly their length (nothing truncated), stored in the checksummed object header;
+        # h5py's default, a variable-length string, lives in HDF5's global heap, which has no checksum and
+        # on which HDF5 can loop forever when the file is damaged (found by tests/test_formats_fuzz.py)
+        return np.bytes_(v.encode("utf-8"))
     if isinstance(v, bool):
         return int(v)
     return v
@@ -85,22 +91,24 @@ class MapsWriter:
         self.compression = compression
         self._ctx = None
         self._f: h5py.File | None = None
+        self._ids: list[bytes] = []  # written on close, as wide as the longest
         self.n = 0
 
     def __enter__(self) -> "MapsWriter":
         self._ctx = atomic_path(self.path, self.overwrite)
         tmp = self._ctx.__enter__()
         h, w = self.map_size
-        f = h5py.File(tmp, "w")
+        # HDF5 1.10's format checksums the metadata, and fletcher32 every chunk: a damaged file is refused on
+        # read instead of being parsed (HDF5 can loop forever on a damaged header) or read as wrong scores
+        f = h5py.File(tmp, "w", libver=("v110", "v110"))
         self._f = f
-        kw = dict(compression="gzip", compression_opts=self.compression, shuffle=True)
+        kw = dict(compression="gzip", compression_opts=self.compression, shuffle=True, fletcher32=True)
         f.create_dataset("maps", shape=(0, h, w), maxshape=(None, h, w), dtype="float32", chunks=(1, h, w), **kw)
-        f.create_dataset("scores", shape=(0,), maxshape=(None,), dtype="float32", chunks=(1024,))
-        f.create_dataset("image_ids", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
-        f.create_dataset("labels", shape=(0,), maxshape=(None,), dtype="int8", chunks=(1024,))
+        f.create_dataset("scores", shape=(0,), maxshape=(None,), dtype="float32", chunks=(1024,), fletcher32=True)
+        f.create_dataset("labels", shape=(0,), maxshape=(None,), dtype="int8", chunks=(1024,), fletcher32=True)
         if self.with_valid:
             f.create_dataset("valid", shape=(0, h, w), maxshape=(None, h, w), dtype="uint8", chunks=(1, h, w), **kw)
-        f.attrs["schema"] = MAPS_SCHEMA
+        f.attrs["schema"] = _attr_value(MAPS_SCHEMA)
         f.attrs["map_size"] = list(self.map_size)
         for k, v in self.attrs.items():
             f.attrs[k] = _attr_value(v)
@@ -130,11 +138,11 @@ class MapsWriter:
             raise ValueError("one image id per map")
         f = self._f
         n0, n1 = self.n, self.n + b
-        for name in ("maps", "scores", "image_ids", "labels"):
+        for name in ("maps", "scores", "labels"):
             f[name].resize(n1, axis=0)
         f["maps"][n0:n1] = maps
         f["scores"][n0:n1] = scores
-        f["image_ids"][n0:n1] = list(image_ids)
+        self._ids += [str(i).encode("utf-8") for i in image_ids]
         f["labels"][n0:n1] = labels
         if self.with_valid:
             if valid is None:
@@ -154,6 +162,10 @@ class MapsWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         assert self._f is not None and self._ctx is not None
+        if exc_type is None:
+            width = max([len(i) for i in self._ids] + [1])
+            self._f.create_dataset("image_ids", data=np.array(self._ids, dtype=h5py.string_dtype("utf-8", width)),
+                                   chunks=(max(1, min(self.n, 1024)),), fletcher32=True)
         self._f.attrs["count"] = self.n
         self._f.close()
         return bool(self._ctx.__exit__(exc_type, exc, tb))
@@ -197,9 +209,21 @@ class MapsFile:
             raise FormatError(f"{self.path}: /{name} has type {d.dtype}, expected {what}")
         return d
 
+    def _attr(self, name: str) -> Any:
+        """A root attribute, read only when its type is a string or number: HDF5 can loop forever reading
+        a damaged attribute of another type (a reference, a vlen of garbage) from an unchecksummed file."""
+        aid = self._f.attrs.get_id(name)
+        if aid.get_type().get_class() not in (h5py.h5t.STRING, h5py.h5t.INTEGER, h5py.h5t.FLOAT, h5py.h5t.ENUM):
+            raise FormatError(f"{self.path}: corrupt maps file (attribute {name!r} is of an unexpected type)")
+        if aid.get_space().get_simple_extent_npoints() > 4096:
+            raise FormatError(f"{self.path}: corrupt maps file (attribute {name!r} holds too many values)")
+        return _decode(self._f.attrs[name])
+
     def _validate(self) -> None:
         f = self._f
-        check_schema(self.path, _decode(f.attrs.get("schema")), MAPS_SCHEMA)
+        if "schema" not in f.attrs:
+            raise FormatError(f"{self.path}: not a lineclear maps file (no schema attribute; expected {MAPS_SCHEMA})")
+        check_schema(self.path, self._attr("schema"), MAPS_SCHEMA)
         maps = self._dataset("maps", 3, "f", "(N,H,W) float")
         n = maps.shape[0]
         kinds = {"scores": ("fiu", "(N,) numbers"), "image_ids": ("S", "(N,) strings"), "labels": ("iu", "(N,) integers")}
@@ -216,7 +240,7 @@ class MapsFile:
         except UnicodeDecodeError:
             raise FormatError(f"{self.path}: corrupt maps file (an image id is not UTF-8)") from None
         self.labels = f["labels"][:].astype(np.int64)
-        self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
+        self.attrs = {k: self._attr(k) for k in f.attrs}
 
     def __enter__(self) -> "MapsFile":
         return self

@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,7 +154,7 @@ class Rounds:
 
 @pytest.fixture(scope="module")
 def line(tmp_path_factory, host: KillHost) -> dict:
-    """A view, a template run with thresholds, its test maps, a registered folder and a bundle."""
+    """A view, a template run with calibrated thresholds, and its bundle."""
     tmp = host.cwd
     view = make_view(tmp / "data", "A", seed=1)
     run = tmp / "runs" / "A"
@@ -256,8 +257,6 @@ def _deploy_rounds(host: KillHost, line: dict, base: Path, kills: int) -> Rounds
 
 
 def _watch_rounds(host: KillHost, line: dict, base: Path, kills: int, sets: int = 6) -> Rounds:
-    import shutil
-
     rounds = Rounds("check --watch", kills)
     bundle = line["bundle"]
     log = base / "verdicts.jsonl"
@@ -289,7 +288,7 @@ def _watch_rounds(host: KillHost, line: dict, base: Path, kills: int, sets: int 
         assert data.startswith(before)  # every line written before this run is intact
         vlog = read_verdict_log(log)  # refuses nothing: a torn last line at most, set apart
         assert vlog.complete_bytes + len(vlog.torn) == len(data)
-        new = [r for r in vlog.records[total:]]
+        new = vlog.records[total:]
         reported = [json.loads(x)["set"] for x in Path(f"{out}.out").read_text().splitlines() if x.strip()]
         # each set is printed only after its log line was fsynced: none of them may be missing
         assert [r["set"] for r in new][:len(reported)] == reported

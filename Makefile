@@ -9,12 +9,13 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.lineclear-installed
 PYTEST_ARGS ?=
 
-.PHONY: all install test test-all demo bench readme results clean help
+.PHONY: all install test test-all fuzz demo bench readme results clean help
 .DELETE_ON_ERROR:
 
 help:
 	@echo "make demo      set up, then run every stage on one synthetic view (prints metrics + report path)"
 	@echo "make test      set up, then run the test suite (slow tests excluded; see make test-all)"
+	@echo "make fuzz      the long reader fuzzing and SIGKILL runs (make test runs short ones)"
 	@echo "make bench     speed and detection-quality benchmarks (benchmarks/)"
 
 install: $(STAMP)
@@ -30,6 +31,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The reader fuzz tests with 25 times as many inputs, fresh ones each run (LINECLEAR_FUZZ=long; failures are
+# kept in .hypothesis/ and replayed first next time), and the slow SIGKILL test. Prints the counts.
+fuzz: $(STAMP)
+	LINECLEAR_FUZZ=long $(BIN)/python -m pytest -q tests/test_formats_fuzz.py tests/test_crash_safety.py $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(MAKE) --no-print-directory -C examples demo OUT=$(CURDIR)/demo-out LINECLEAR=$(abspath $(BIN))/lineclear PYTHON=$(abspath $(BIN))/python

@@ -14,37 +14,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lineclear.errors import FormatError, LineclearError
+from lineclear.formats.image_files import read_raw  # noqa: F401 - the one reader of image files, offered here
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def read_raw(path: str | os.PathLike) -> np.ndarray:
-    """The image as stored: uint8 or uint16, ``(H,W)`` or ``(H,W,C)`` in RGB(A) order."""
-    path = Path(path)
-    if not path.is_file():
-        raise LineclearError(f"{path}: no such image file")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
-    if img is None:
-        raise FormatError(f"{path}: not a readable image (unsupported or corrupt file)")
-    if img.dtype not in (np.uint8, np.uint16):
-        if img.dtype == np.float32 or img.dtype == np.float64:
-            img = np.clip(img, 0, 1)
-            img = (img * 65535).astype(np.uint16)
-        else:
-            raise FormatError(f"{path}: unsupported pixel type {img.dtype}")
-    if img.ndim == 3:
-        if img.shape[2] == 4:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
-        elif img.shape[2] == 3:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        elif img.shape[2] == 1:
-            img = img[:, :, 0]
-    return img
 
 
 def to_float_rgb(raw: np.ndarray) -> np.ndarray:
@@ -94,7 +70,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             w, h = im.size
     except FileNotFoundError:
         raise LineclearError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # PIL raises SyntaxError/ValueError for some damaged headers, DecompressionBombError for absurd sizes
         raise FormatError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
     return int(h), int(w)
 

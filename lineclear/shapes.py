@@ -49,15 +49,22 @@ class Region:
     where: str = ""
 
 
+# Coordinates and sizes beyond this many pixels are no image's: refused, so that drawing a shape never
+# overflows (a radius of 1e200 squared, x + width of 1e308 + 1e308).
+COORD_LIMIT = 1e7
+
+
 def _number(v: Any, key: str, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
         raise FormatError(f"{where}: shape key {key!r} must be a number, found {v!r}")
     try:
         f = float(v)
-    except ValueError:
-        raise FormatError(f"{where}: shape key {key!r} must be a number, found {v!r}") from None
+    except (ValueError, OverflowError):  # OverflowError: an integer beyond float range
+        raise FormatError(f"{where}: shape key {key!r} must be a number, found {str(v)[:40]!r}") from None
     if not math.isfinite(f):
         raise FormatError(f"{where}: shape key {key!r} is not finite ({v!r})")
+    if abs(f) > COORD_LIMIT and key != "theta":
+        raise FormatError(f"{where}: shape key {key!r} is out of range ({f:g}; |value| <= {COORD_LIMIT:g} px)")
     return f
 
 

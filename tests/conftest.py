@@ -80,3 +80,13 @@ def tiny_view(tmp_path: Path) -> Path:
     roi[:, 40:] = False
     write_mask(view / "roi.png", roi)
     return view
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How many inputs each fuzzed reader was given, how many commands were killed (tests/fuzzing.py)."""
+    fuzzing = sys.modules.get("tests.fuzzing")
+    if fuzzing is None or not (fuzzing.COUNTS or fuzzing.KILLS):
+        return
+    terminalreporter.section(f"fuzzed readers and killed commands (LINECLEAR_FUZZ={fuzzing.PROFILE})")
+    for line in fuzzing.summary_lines():
+        terminalreporter.write_line(line)

@@ -163,6 +163,27 @@ def test_deploy_refuses_overwrite_and_replaces_atomically(line_runs: dict[str, P
     assert "not a lineclear bundle" in capsys.readouterr().err and (other / "keep.txt").exists()
 
 
+def test_deploy_overwrite_swaps_in_one_step(line_runs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    """Killed mid-swap, the line still has a bundle: the old one goes out as the new one comes in (found by
+    reading build_bundle for tests/test_crash_safety.py: two renames left a moment with no bundle at all)."""
+    import os
+
+    out = tmp_path / "line"
+    assert deploy(line_runs, out) == 0
+    real_replace = os.replace
+
+    def replace_then_die(src, dst):
+        real_replace(src, dst)
+        if Path(src) == out:  # the bundle was just moved aside: a kill now would leave the line without one
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replace_then_die)
+    assert deploy(line_runs, out, "--overwrite", "--pattern", "A=cam1_*.png") == 0
+    monkeypatch.undo()
+    assert read_manifest(out).views["A"].pattern == "cam1_*.png" and verify_files(read_manifest(out)) == {}
+    assert not list(tmp_path.glob(".line.*"))  # the old bundle went with the temporary folder
+
+
 def test_manifest_refuses_a_tampered_file(line_runs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "line"
     assert deploy(line_runs, out) == 0

@@ -78,3 +78,15 @@ def test_split_and_labels(tmp_path: Path) -> None:
     assert image_id(tmp_path / "A" / "x.png", tmp_path) == "A/x.png"
     with pytest.raises(LineclearError, match="not a view directory"):
         View(tmp_path)
+
+
+def test_a_header_claiming_an_absurd_size_is_refused(tmp_path: Path) -> None:
+    """Found by tests/test_formats_fuzz.py: OpenCV raised cv2.error for a BMP claiming 16 million rows."""
+    p = tmp_path / "a.bmp"
+    assert cv2.imwrite(str(p), np.zeros((12, 16, 3), np.uint8))
+    data = bytearray(p.read_bytes())
+    data[22:26] = (1 << 24).to_bytes(4, "little")  # BITMAPINFOHEADER height
+    p.write_bytes(bytes(data))
+    for read in (read_raw, read_rgb, read_gray):
+        with pytest.raises(FormatError, match="not a readable image"):
+            read(p)

@@ -156,3 +156,31 @@ def test_written_csv_is_via2_format_and_round_trips(tmp_path):
     assert lines[3] == 'b.png,999,"{}",0,0,"{}","{}"'
     back = read_via(write(tmp_path, "rt.csv", text))
     assert [[r.shape for r in a.regions] for a in back] == [[r.shape for r in a.regions] for a in anns]
+
+
+@pytest.mark.parametrize("shape, message", [
+    ({"name": "circle", "cx": 1, "cy": 1, "r": 1e200}, "out of range"),  # r**2 overflowed in rasterise
+    ({"name": "rect", "x": 1e308, "y": 0, "width": 1e308, "height": 3}, "out of range"),  # x + width = inf
+    ({"name": "point", "cx": 10**400, "cy": 1}, "must be a number"),  # float(10**400) overflowed
+])
+def test_shapes_beyond_any_image_are_refused(shape, message):
+    """Found by tests/test_formats_fuzz.py (VIA shapes): these passed validation and crashed drawing."""
+    with pytest.raises(FormatError, match=message):
+        validate_shape(shape, "x.csv:2")
+    assert validate_shape({"name": "circle", "cx": -5e6, "cy": 1, "r": 9e6})["r"] == 9e6  # big but drawable
+
+
+def test_numbers_that_overflow_are_refused_in_one_line(tmp_path):
+    """Found by tests/test_formats_fuzz.py: int(float("1e999")) and 5000-digit JSON numbers raised
+    OverflowError / ValueError instead of a FormatError."""
+    row = 'a.png,{size},"{{}}",1,0,"{{""name"":""point"",""cx"":1,""cy"":2}}","{{}}"\n'
+    with pytest.raises(FormatError, match=r"v.csv:2: file_size is not a number: '1e999'"):
+        read_via(write(tmp_path, "v.csv", HEADER + "\n" + row.format(size="1e999")))
+    assert read_via(write(tmp_path, "v.csv", HEADER + "\n" + row.format(size="-1")))[0].size == -1  # VIA: a URL
+    huge = '{"a.png1": {"filename": "a.png", "size": 1, "regions": [], "n": ' + "9" * 5000 + "}}"
+    with pytest.raises(FormatError, match="not valid JSON"):
+        read_via(write(tmp_path, "v.json", huge))
+    with pytest.raises(FormatError, match="not valid JSON"):
+        read_via(write(tmp_path, "v.json", "[" * 100000))
+    ok = '{"a.png1": {"filename": "a.png", "size": 1e999, "regions": []}}'  # size is informative only
+    assert read_via(write(tmp_path, "v.json", ok))[0].size is None

@@ -13,6 +13,7 @@ schema                          file                           module
 ``lineclear.shifts/1``          synth's true homographies      :mod:`.synth`
 ``lineclear.deploy/1``          line bundle manifest, JSON     :mod:`.deploy`
 ``lineclear.verdict/1``         line-side verdicts, JSON       :mod:`.verdict`
+(JSON lines, records validated) the watch log (``--log``)      :mod:`.verdict`
 (VIA 1/2 CSV and JSON)          annotations from VIA          :mod:`.via`
 (PNG, no schema)                masks, uint8 0/255             :mod:`.masks`
 =============================== ============================== ===========================

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -119,6 +120,28 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         raise
 
 
+def exchange_paths(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the system or file system cannot (then nothing was changed): the caller falls back
+    to two renames, between which a crash would leave ``b`` missing.
+    """
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -175,14 +198,29 @@ def read_json(path: str | os.PathLike, schema: str) -> dict:
         raise FormatError(f"{path}: not a JSON file (binary content; expected {schema})") from None
     except OSError as exc:
         raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    doc = loads(text, path)
     if not isinstance(doc, dict) or "schema" not in doc:
         raise FormatError(f"{path}: not a lineclear file (no 'schema' key; expected {schema})")
     check_schema(path, doc["schema"], schema)
     return doc
+
+
+def loads(text: str | bytes, where: Any) -> Any:
+    """``json.loads`` whose every refusal is a :class:`FormatError` naming ``where``.
+
+    Besides a JSONDecodeError, json raises a plain ValueError for an integer of more than 4300 digits and
+    a RecursionError for deep nesting; both are corrupt input, not a crash.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{where}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise FormatError(f"{where}: not valid JSON (not UTF-8 text)") from None
+    except ValueError as exc:
+        raise FormatError(f"{where}: not valid JSON ({str(exc).split(':')[0]})") from None
+    except RecursionError:
+        raise FormatError(f"{where}: not valid JSON (nested too deeply)") from None
 
 
 def write_checked_json(path: str | os.PathLike, doc: dict[str, Any], schema: str,
@@ -204,6 +242,16 @@ def read_checked_json(path: str | os.PathLike, schema: str, validate: Callable[[
     doc = read_json(path, schema)
     validate(Path(path), doc)
     return doc
+
+
+def finite_number(v: Any) -> bool:
+    """A JSON number a float can hold: not a bool, not NaN/inf, not an integer beyond float range."""
+    if type(v) not in (int, float):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # math.isfinite(10**400)
+        return False
 
 
 def check_schema(path: str | os.PathLike, found: Any, expected: str) -> None:

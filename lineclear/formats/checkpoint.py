@@ -75,8 +75,10 @@ def load_checkpoint(
         raise FormatError(f"{path}: not a lineclear checkpoint (a bare state dict or another tool's file)")
     try:
         meta = json.loads(obj["lineclear"])
-    except (TypeError, json.JSONDecodeError):
+    except (TypeError, ValueError, RecursionError):  # ValueError covers JSONDecodeError
         raise FormatError(f"{path}: corrupt checkpoint metadata") from None
+    if not isinstance(meta, dict):
+        raise FormatError(f"{path}: corrupt checkpoint metadata (not a JSON object)")
     check_schema(path, meta.get("schema"), schema)
     sd = obj["state_dict"]
     if not isinstance(sd, dict):

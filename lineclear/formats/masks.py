@@ -12,8 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lineclear.errors import FormatError, LineclearError
+from lineclear.errors import LineclearError
 from lineclear.formats._io import atomic_path
+from lineclear.formats.image_files import read_raw
 
 
 def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None, resize: bool = False) -> np.ndarray:
@@ -25,9 +26,7 @@ def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None, res
     path = Path(path)
     if not path.is_file():
         raise LineclearError(f"{path}: mask not found")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise FormatError(f"{path}: not a readable image")
+    raw = read_raw(path)
     if raw.ndim == 3:
         raw = raw.max(axis=2)
     half = 32768 if raw.dtype == np.uint16 else 128

@@ -34,13 +34,12 @@ Every undefined metric is ``null`` (JSON has no NaN) and ``notes`` says why.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 from lineclear.errors import FormatError
-from lineclear.formats._io import read_checked_json, write_checked_json
+from lineclear.formats._io import finite_number, read_checked_json, write_checked_json
 
 METRICS_SCHEMA = "lineclear.metrics/1"
 SUMMARY_KEYS = ("auroc_image", "auroc_pixel", "aupro", "ap", "iou", "accuracy")
@@ -65,7 +64,7 @@ def validate_metrics(path: Path, doc: dict[str, Any]) -> None:
         if key not in summary:
             raise FormatError(f"{path}: 'summary.{key}' is missing")
         v = summary[key]
-        if v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v) or not -1e-9 <= v <= 1 + 1e-9):
+        if v is not None and (not finite_number(v) or not -1e-9 <= v <= 1 + 1e-9):
             raise FormatError(f"{path}: 'summary.{key}' must be a fraction in [0, 1] or null, found {v!r}")
     for key in ("source", "image", "pixel", "best"):
         if not isinstance(doc.get(key), dict):

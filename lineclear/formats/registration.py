@@ -35,7 +35,6 @@ qc                          quality-control figures: features, matches, inliers,
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 import sys
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Any
 
 from lineclear import __version__
 from lineclear.errors import FormatError
-from lineclear.formats._io import read_json, write_json
+from lineclear.formats._io import finite_number, read_json, write_json
 
 REGISTRATION_SCHEMA = "lineclear.registration/1"
 STATUSES = ("registered", "failed")
@@ -73,7 +72,7 @@ def _matrix(value: Any) -> bool:
         isinstance(value, list)
         and len(value) == 3
         and all(isinstance(r, list) and len(r) == 3 for r in value)
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for r in value for v in r)
+        and all(finite_number(v) for r in value for v in r)
     )
 
 

@@ -23,7 +23,6 @@ images[].params     how it was drawn: ``tx_px``, ``ty_px``, ``rotation_deg``, ``
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from lineclear.errors import FormatError
-from lineclear.formats._io import read_json, write_json
+from lineclear.formats._io import finite_number, read_json, write_json
 
 SHIFTS_SCHEMA = "lineclear.shifts/1"
 CONVENTION = (
@@ -72,7 +71,7 @@ def _validate(path: Path, doc: dict[str, Any]) -> None:
         if not isinstance(item, dict) or not isinstance(item.get("image"), str):
             raise FormatError(f"{path}: images[{i}] lacks 'image'")
         h = np.asarray(item.get("H"), dtype=object)
-        if h.shape != (3, 3) or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in h.ravel()):
+        if h.shape != (3, 3) or not all(finite_number(v) for v in h.ravel()):
             raise FormatError(f"{path}: images[{i}] ({item['image']}): 'H' must be a 3x3 matrix of finite numbers")
         if not isinstance(item.get("shifted"), bool):
             raise FormatError(f"{path}: images[{i}] ({item['image']}): 'shifted' must be true or false")

@@ -19,13 +19,12 @@ lineclear_version    version that wrote it; ``created_utc`` when
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 from lineclear.errors import FormatError
-from lineclear.formats._io import read_checked_json, write_checked_json
+from lineclear.formats._io import finite_number, read_checked_json, write_checked_json
 
 THRESHOLDS_SCHEMA = "lineclear.thresholds/1"
 METHODS = ("max", "quantile", "ksigma")
@@ -50,7 +49,7 @@ def _validate(path: Path, doc: dict[str, Any]) -> None:
         if not isinstance(part, dict) or "threshold" not in part:
             raise FormatError(f"{path}: missing '{level}.threshold'")
         t = part["threshold"]
-        if t is not None and (not isinstance(t, (int, float)) or not math.isfinite(t)):
+        if t is not None and not finite_number(t):
             raise FormatError(f"{path}: '{level}.threshold' must be a finite number or null, found {t!r}")
     if not isinstance(doc.get("source"), dict):
         raise FormatError(f"{path}: missing 'source' (the maps file the thresholds came from)")

@@ -27,13 +27,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from lineclear.errors import FormatError, LineclearError
-from lineclear.formats._io import atomic_write_bytes
+from lineclear.formats._io import atomic_write_bytes, loads
 from lineclear.shapes import Region, validate_shape
 
 CSV_COLUMNS = (
@@ -89,6 +90,31 @@ def _json_cell(cell: str, where: str, column: str) -> Any:
         return json.loads(cell)
     except json.JSONDecodeError as exc:
         raise FormatError(f"{where}: {column} is not valid JSON ({exc.msg}): {cell[:60]!r}") from None
+    except (ValueError, RecursionError):  # a number of over 4300 digits; nesting deeper than Python's stack
+        raise FormatError(f"{where}: {column} is not valid JSON (too long a number or too deep): {cell[:60]!r}") from None
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` as an int when it is a finite number or a numeric string (``1234``, ``1234.0``), else None.
+
+    VIA writes -1 for an image loaded from a URL. ``int(float(...))`` alone overflows on ``1e999``.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        f = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return int(f) if math.isfinite(f) else None
+
+
+def _count(cell: str, where: str, what: str) -> int:
+    n = _whole(cell)
+    if n is None:
+        raise FormatError(f"{where}: {what} is not a number: {cell[:60]!r}")
+    return n
 
 
 def parse_via_csv(text: str, name: str = "<csv>") -> list[ImageAnnotation]:
@@ -123,17 +149,11 @@ def parse_via_csv(text: str, name: str = "<csv>") -> list[ImageAnnotation]:
         if ann is None:
             size = None
             if "file_size" in idx and row[idx["file_size"]].strip():
-                try:
-                    size = int(float(row[idx["file_size"]]))
-                except ValueError:
-                    raise FormatError(f"{where}: file_size is not a number: {row[idx['file_size']]!r}") from None
+                size = _count(row[idx["file_size"]].strip(), where, "file_size")
             fattr = _json_cell(row[idx["file_attributes"]], where, "file_attributes") if "file_attributes" in idx else {}
             ann = images[fname] = ImageAnnotation(fname, size, fattr if isinstance(fattr, dict) else {})
         if "region_count" in idx and row[idx["region_count"]].strip():
-            try:
-                int(float(row[idx["region_count"]]))
-            except ValueError:
-                raise FormatError(f"{where}: region_count is not a number: {row[idx['region_count']]!r}") from None
+            _count(row[idx["region_count"]].strip(), where, "region_count")
         shape = _json_cell(row[idx["region_shape_attributes"]], where, "region_shape_attributes")
         if shape == {}:
             continue  # VIA's row for an image without regions
@@ -148,10 +168,7 @@ def parse_via_csv(text: str, name: str = "<csv>") -> list[ImageAnnotation]:
 
 def parse_via_json(text: str, name: str = "<json>") -> list[ImageAnnotation]:
     """Parse a VIA 1/VIA 2 project or VIA 2 JSON export."""
-    try:
-        doc = json.loads(text.lstrip("\ufeff"))
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{name}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    doc = loads(text.lstrip("\ufeff"), name)
     if not isinstance(doc, dict):
         raise FormatError(f"{name}: not a VIA project (top level is not an object)")
     if "_via_img_metadata" in doc:
@@ -180,7 +197,7 @@ def parse_via_json(text: str, name: str = "<json>") -> list[ImageAnnotation]:
         size = entry.get("size")
         ann = ImageAnnotation(
             str(entry["filename"]),
-            int(size) if isinstance(size, (int, float)) or (isinstance(size, str) and size.isdigit()) else None,
+            _whole(size),  # only informative: VIA's own files may hold anything here
             entry.get("file_attributes") if isinstance(entry.get("file_attributes"), dict) else {},
         )
         for i, reg in enumerate(regions):

@@ -5,7 +5,8 @@ calibrated for it, and checks that they belong together (the thresholds were com
 maps of this very checkpoint, at its map size, with the recorded mask and mask stage);
 :func:`build_bundle` copies them into ``<out>/<view>/`` and writes the manifest
 (:mod:`lineclear.formats.deploy`) with the SHA-256 of every file. The bundle is built in
-a temporary folder beside ``out`` and renamed into place, so a crash never leaves half a
+a temporary folder beside ``out`` and renamed into place (over an earlier bundle: swapped with it in
+one step where Linux allows), so a crash never leaves half a
 bundle.
 
 The line must score exactly as the thresholds were calibrated, so the mask, the mask
@@ -25,7 +26,7 @@ from typing import Any
 from lineclear.dataset import View
 from lineclear.errors import FormatError, LineclearError, OutputExistsError, UsageError
 from lineclear.formats import MapsFile, read_mask, read_thresholds, sha256_file
-from lineclear.formats._io import make_temp_dir, publish_dir
+from lineclear.formats._io import exchange_paths, make_temp_dir, publish_dir
 from lineclear.formats.checkpoint import read_checkpoint_meta
 from lineclear.formats.deploy import (
     DEFAULT_MAX_RAISED_FRACTION, MANIFEST_NAME, Bundle, ViewSpec, read_manifest, write_manifest,
@@ -268,6 +269,10 @@ def build_bundle(out: str | os.PathLike, sources: list[ViewSource], overwrite: b
             }
         write_manifest(tmp, entries)
         read_manifest(tmp)  # what the line will read: validate it before it goes into place
+        if overwrite and out.exists() and exchange_paths(tmp, out):
+            # one step: a crash leaves the old bundle or the new one, never none; tmp now holds the old one
+            shutil.rmtree(tmp, ignore_errors=True)  # checked above: nothing but the old bundle's own files
+            return read_manifest(out)
         old = None
         if overwrite and out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

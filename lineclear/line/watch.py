@@ -20,7 +20,6 @@ when it stops is checked as it stands first.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lineclear.formats._io import _json_default
+from lineclear.formats.verdict import append_verdict_log, open_verdict_log
 from lineclear.line.checker import Checker
 from lineclear.line.image import file_problem, is_candidate
 from lineclear.line.verdict import UNDECIDED, CheckResult, ViewVerdict
@@ -165,9 +164,13 @@ def watch(
     assembler = SetAssembler(list(checker.views), opts.set_timeout)
     summary = WatchSummary()
     warned: set[Path] = set()
-    log = open(log_path, "a", encoding="utf-8") if log_path else None
-    t_start = time.monotonic()
     event = on_event or (lambda msg: None)
+    log = None
+    if log_path:
+        log, note = open_verdict_log(log_path)
+        if note:
+            event(note)
+    t_start = time.monotonic()
 
     def run_set(images: dict[str, Path], reason: str) -> None:
         summary.sets += 1
@@ -184,10 +187,7 @@ def watch(
                 {"load": checker.load_ms}, str(checker.device))
         summary.counts[result.verdict] += 1
         if log is not None:
-            for rec in log_records(result, summary.sets):
-                log.write(json.dumps(rec, default=_json_default, allow_nan=False) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
+            append_verdict_log(log, log_records(result, summary.sets))
         if on_result is not None:
             on_result(result, summary.sets)
 
@@ -232,5 +232,5 @@ def watch(
         except KeyboardInterrupt:
             pass
         if log is not None:
-            log.close()
+            os.close(log)
     return summary

@@ -43,15 +43,20 @@ class ShiftRange:
     rotation_deg: float = 1.5
     scale: float = 0.02  # zoom in or out
     perspective: float = 0.01  # independent corner jitter, fraction of the frame's size
+    # A scene that is not flat moves by more than one homography when the camera moves (parallax): a
+    # smooth displacement of up to this many pixels that registration leaves behind. 1 px is what the
+    # registration's refinement still counts as fitting its homography (``refine_ransac_px``).
+    parallax_px: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("translation", "rotation_deg", "scale", "perspective"):
+        for name in ("translation", "rotation_deg", "scale", "perspective", "parallax_px"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise UsageError(f"shift range {name} must be a finite number >= 0, got {v}")
-        if self.translation > 0.2 or self.scale > 0.2 or self.perspective > 0.1 or self.rotation_deg > 15:
+        if (self.translation > 0.2 or self.scale > 0.2 or self.perspective > 0.1 or self.rotation_deg > 15
+                or self.parallax_px > 8):
             raise UsageError("shift range too large for a camera nudge (translation/scale <= 0.2, "
-                             "perspective <= 0.1, rotation <= 15 degrees)")
+                             "perspective <= 0.1, rotation <= 15 degrees, parallax <= 8 px)")
 
 
 def sample_window(rng: np.random.Generator, size: tuple[int, int], rng_limits: ShiftRange = ShiftRange()
@@ -73,17 +78,37 @@ def sample_window(rng: np.random.Generator, size: tuple[int, int], rng_limits: S
     return quad
 
 
-def camera_view(image: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def parallax_field(rng: np.random.Generator, size: tuple[int, int], px: float) -> np.ndarray | None:
+    """A smooth displacement field (H,W,2) float32 of up to ``px`` pixels (None for 0): a few random
+    vectors on a coarse 4×6 grid, interpolated — depth that varies slowly across the scene."""
+    if px <= 0:
+        return None
+    h, w = size
+    coarse = rng.uniform(-1.0, 1.0, (4, 6, 2)).astype(np.float32)
+    return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC) * np.float32(px)
+
+
+def camera_view(image: np.ndarray, window: np.ndarray, parallax: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """What the nudged camera records: the ``window`` of ``image`` resampled to the full frame.
 
-    image (H,W[,C]) any dtype; window (4,2) from :func:`sample_window`. Returns the camera image (same
-    shape and dtype) and the (3,3) transform camera pixel → source pixel.
+    image (H,W[,C]) any dtype; window (4,2) from :func:`sample_window`; parallax (H,W,2) or None: a
+    displacement (source pixels) added to where each camera pixel looks, which no homography explains
+    (:func:`parallax_field`). Returns the camera image (same shape and dtype) and the (3,3) transform
+    camera pixel → source pixel (the homography part).
     """
     h, w = image.shape[:2]
     frame = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32)
     T = cv2.getPerspectiveTransform(frame, window.astype(np.float32)).astype(np.float64)
-    out = cv2.warpPerspective(image, T, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REFLECT_101)
+    if parallax is None:
+        out = cv2.warpPerspective(image, T, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_REFLECT_101)
+    else:
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+        den = T[2, 0] * xx + T[2, 1] * yy + T[2, 2]
+        mx = ((T[0, 0] * xx + T[0, 1] * yy + T[0, 2]) / den + parallax[..., 0]).astype(np.float32)
+        my = ((T[1, 0] * xx + T[1, 1] * yy + T[1, 2]) / den + parallax[..., 1]).astype(np.float32)
+        out = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     if image.ndim == 3 and out.ndim == 2:
         out = out[:, :, None]
     return out, T
@@ -111,7 +136,7 @@ def shifted_copies(
     images, valids, failed = [], [], 0
     for _ in range(n):
         window = sample_window(rng, image.shape[:2], limits)
-        cam, T = camera_view(image, window)
+        cam, T = camera_view(image, window, parallax_field(rng, image.shape[:2], limits.parallax_px))
         res = registrar.register(cam)
         if not res.ok:
             failed += 1
@@ -135,7 +160,7 @@ def augment_with_shifts(
     n: int,
     seed: int,
     registration: dict | None = None,
-    limits: ShiftRange = ShiftRange(),
+    limits: ShiftRange = ShiftRange(parallax_px=0.0),
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[int], int]:
     """``n`` registered camera shifts of each normal image, for fitting a model on what the line sees.
 
@@ -143,6 +168,11 @@ def augment_with_shifts(
     sampling phase of the scene; a nudged camera's image, registered back, is resampled (a fraction of a
     pixel of blur, another phase of a strided network's grid) and a CNN-feature model reads that as an
     anomaly everywhere. Fitting on registered shifts as well teaches it what registration leaves behind.
+    The training copies are flat nudges (no parallax): fitted on parallax copies, template's envelope
+    widens until small items fit inside it (synthetic view A2: 1 → 11 of 16 leftovers missed) and
+    patchcore's nudged-image score rose (1.19× → 2.3× on the registry test's scene). Parallax belongs to
+    calibration (:func:`shifted_copies` with the default :class:`ShiftRange`), where it sets how much
+    residue the thresholds must cover.
 
     images: raw arrays (H,W[,C]) in the reference's frame; valids: their validity masks or None;
     reference: the registration reference (raw array). The shifts of image ``i`` come from

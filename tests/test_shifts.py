@@ -80,13 +80,24 @@ def test_camera_view_is_the_window_resampled():
 def test_shifted_copies_register_back_with_a_seam_and_repeat_from_their_seed():
     ref = scene(H, W, 0)
     reg = Registrar(ref)
-    imgs, valids, failed = shifted_copies(noisy(ref, 1), reg, 3, np.random.default_rng([7, 0]))
+    flat = ShiftRange(parallax_px=0.0)
+    imgs, valids, failed = shifted_copies(noisy(ref, 1), reg, 3, np.random.default_rng([7, 0]), limits=flat)
     assert failed == 0 and len(imgs) == 3
     for im, v in zip(imgs, valids):
         assert im.shape == ref.shape and v.shape == (H, W)
         assert 0.7 < v.mean() < 1.0  # the camera lost some of the frame: an invalid border
         inner = cv2.erode(v.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
         assert np.abs(im[inner].astype(float) - ref[inner]).mean() < 6  # registered back onto the scene
+    # the default adds parallax (a smooth displacement of up to 1 px no homography explains): the copies
+    # still register, and what registration leaves behind is larger than for a flat scene
+    deep, dv, failed = shifted_copies(noisy(ref, 1), reg, 3, np.random.default_rng([7, 0]))
+    assert failed == 0 and len(deep) == 3
+    res_flat = np.mean([np.abs(a.astype(float) - ref)[cv2.erode(v.astype(np.uint8), np.ones((7, 7))) > 0].mean()
+                        for a, v in zip(imgs, valids)])
+    res_deep = np.mean([np.abs(a.astype(float) - ref)[cv2.erode(v.astype(np.uint8), np.ones((7, 7))) > 0].mean()
+                        for a, v in zip(deep, dv)])
+    assert res_flat < res_deep < 3 * res_flat + 6
+    imgs, valids = deep, dv
     again, valids2, _ = shifted_copies(noisy(ref, 1), reg, 3, np.random.default_rng([7, 0]))
     assert all(np.array_equal(a, b) for a, b in zip(imgs, again))
     assert all(np.array_equal(a, b) for a, b in zip(valids, valids2))

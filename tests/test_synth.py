@@ -269,3 +269,15 @@ def test_output_under_a_file_is_one_clean_error(tmp_path, capsys):
     assert run_cli(["synth", str(tmp_path / "afile" / "sub"), "--views", "A", "--size", "192x128"]) == 1
     err = capsys.readouterr().err
     assert "afile/sub: cannot create the output folder" in err and "internal error" not in err
+
+
+def test_overwrite_never_removes_a_file_synth_did_not_write(tmp_path):
+    """``--overwrite`` replaces a synth view whole; a file the user put into it is not synth's to delete."""
+    kw = dict(views=["B2"], size=SIZE, n_train=1, n_good=1, n_shifted=0, n_anomalous=2, workers=1)
+    generate(tmp_path / "x", **kw)
+    generate(tmp_path / "x", overwrite=True, **kw)  # synth's own files only: replaced
+    precious = tmp_path / "x" / "B2" / "train" / "good" / "my_notes.txt"
+    precious.write_text("keep me")
+    with pytest.raises(OutputExistsError, match="did not write .*my_notes.txt"):
+        generate(tmp_path / "x", overwrite=True, **kw)
+    assert precious.read_text() == "keep me"

@@ -300,6 +300,11 @@ def generate(
                 raise OutputExistsError(f"{target}: exists (use --overwrite to replace it)")
             if not (target / "shifts.json").is_file():
                 raise OutputExistsError(f"{target}: exists and was not written by synth; refusing to replace it")
+            foreign = foreign_files(target)
+            if foreign:
+                more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+                raise OutputExistsError(f"{target}: holds files lineclear synth did not write ({foreign[0]}{more}); "
+                                        "refusing to replace it (move them out first)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -324,6 +329,32 @@ def generate(
     summary["images"] = per_image * len(views)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary
+
+
+_VIEW_FILES = {"annotations_via.csv", "ignore_regions_via.csv", "reference.png", "roi.png", "shifts.json"}
+
+
+def foreign_files(view: Path) -> list[str]:
+    """Files in an old synth view that synth did not write (relative paths, sorted): a user's own.
+
+    Synth writes the fixed files above, the images its ``shifts.json`` lists and one ground-truth mask per
+    listed test image; ``--overwrite`` replaces the view folder whole, so anything else would be lost.
+    """
+    from lineclear.formats.synth import read_shifts
+
+    try:
+        doc = read_shifts(view / "shifts.json")
+    except LineclearError:
+        return ["shifts.json (unreadable)"]
+    ours = set(_VIEW_FILES)
+    for item in doc.get("images", []):
+        rel = str(item.get("image", ""))
+        ours.add(rel)
+        parts = Path(rel).parts
+        if len(parts) == 3 and parts[0] == "test" and parts[1] != "good":
+            ours.add(f"ground_truth/{parts[1]}/{Path(parts[2]).stem}_mask.png")
+    found = (p.relative_to(view).as_posix() for p in view.rglob("*") if p.is_file() or p.is_symlink())
+    return sorted(f for f in found if f not in ours)
 
 
 class _Silent:

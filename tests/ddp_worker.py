@@ -8,7 +8,6 @@ saves ``{name: {"steps": [per-step loss terms], "state": state dict, "grad": las
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lineclear.distributed import SINGLE, World  # noqa: E402
 from lineclear.models import MODELS  # noqa: E402
 from lineclear.models.base import resolve_config  # noqa: E402
+from lineclear.progress import RecordingProgress  # noqa: E402
 from lineclear.training import TrainSession  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 
@@ -27,24 +27,6 @@ DRAEM = dict(image_size=(32, 64), recon_width=8, disc_width=8, batch_size=4, epo
 DDAD = dict(image_size=(24, 32), unet_channels=(8, 16), unet_res_blocks=1, unet_attention_res=12, unet_heads=2,
             backbone="tf_efficientnet_lite0", backbone_weights="none", epochs=4, batch_size=4, lr=1e-3,
             domain_adaptation=False)
-
-
-class Record:
-    """A Progress that keeps every step's loss terms."""
-
-    def __init__(self) -> None:
-        self.steps: list[dict] = []
-
-    @contextmanager
-    def task(self, description, total):
-        outer = self
-
-        class T:
-            def advance(self, k=1, **fields):
-                if fields:
-                    outer.steps.append(fields)
-
-        yield T()
 
 
 def images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -59,7 +41,7 @@ def train(name: str, world: World, dtype: torch.dtype = torch.float32, **overrid
     cfg = resolve_config(entry, "demo", {**(DRAEM if name == "draem" else DDAD), **overrides})
     torch.manual_seed(0)
     model = entry.build(cfg, True).to(dtype)
-    rec = Record()
+    rec = RecordingProgress()
     h, w = cfg.image_size
     session = TrainSession(images=images(5, h, w).to(dtype), config=cfg, device=torch.device("cpu"),
                            model_name=name, progress=rec, world=world)

@@ -10,9 +10,9 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from lineclear import distributed as ddp
 from lineclear.cli import console
 from lineclear.cli.options import Device, Overwrite
-from lineclear import distributed as ddp
 from lineclear.dataset import RegisteredLookup, View
 from lineclear.device import resolve_device
 from lineclear.errors import LineclearError, UsageError

@@ -198,3 +198,23 @@ def test_two_processes_train_as_one_process(tiny_view, tmp_path):
     assert json.loads((resumed / "config.json").read_text())["world_size"] == 1
     assert rel(_final_loss(tmp_path / "one8"), _final_loss(resumed)) < 1e-3
     assert rel_t(_unet_output(tmp_path / "one8"), _unet_output(resumed)) < 3e-2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs torch.distributed with gloo")
+def test_train_distributed_2_end_to_end(tiny_view, tmp_path):
+    """``lineclear train --distributed 2`` for real: it starts torchrun, rank 0 writes one result."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env.pop("WORLD_SIZE", None)
+    r = subprocess.run([sys.executable, "-m", "lineclear", "-q", "train", str(tiny_view), "--model", "draem",
+                        "--preset", "demo", "--image-size", "32x64", "--epochs", "2", "--device", "cpu",
+                        "--distributed", "2", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)["checkpoint"] == str(out / "model.pt")  # one result: rank 0's
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["world_size"], cfg["backend"]) == (2, "gloo")
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [rec["epoch"] for rec in log] == [1, 2]
+    sd, meta = load_checkpoint(out / "model.pt")
+    assert meta["model"] == "draem" and not any("sync" in k for k in sd)

@@ -118,3 +118,7 @@ def test_reproduction_makefile_end_to_end(tmp_path: Path) -> None:
     for model in MODELS.split():
         assert f"maps/{model}/A/po-nm-r-test.h5" in plan and f"--out {out}/eval/{model}/A/po-nm-r" in plan, plan[-2000:]
     assert f"--out {out}/eval/template/A/po-m-r" in plan, plan[-2000:]
+    # an interrupted training (a state, no model.pt) is resumed, not started again
+    (out / "runs" / "draem" / "A" / "model.pt").unlink()
+    train = [line for line in _make(out, "-n").stdout.replace("\\\n", " ").splitlines() if " train " in line]
+    assert len(train) == 1 and "--model draem" in train[0] and "--resume" in train[0], train

@@ -11,6 +11,11 @@ Run directory layout (written by ``lineclear train``)::
 A model's ``train(model, session)`` fits ``model`` in place. Long trainings call
 ``session.save_state`` every so often and start with ``session.load_state()`` so that
 ``--resume`` continues an interrupted run and ends where an uninterrupted one ends.
+
+Under torchrun (``session.world``, see :mod:`lineclear.distributed`) every process trains on its
+share of each batch and rank 0 alone writes: logging, states and checkpoints do nothing on the
+other ranks. A state holds nothing that depends on the number of processes, so ``--resume``
+may continue it with another.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lineclear.distributed import SINGLE, World
 from lineclear.formats import load_checkpoint, save_checkpoint
 from lineclear.formats.checkpoint import TRAIN_STATE_SCHEMA
 from lineclear.progress import NullProgress, Progress
@@ -52,11 +58,12 @@ class TrainSession:
     resume: bool = False
     progress: Progress = field(default_factory=NullProgress)
     extra_meta: dict[str, Any] = field(default_factory=dict)
+    world: World = SINGLE
 
     # -- logging -------------------------------------------------------------------------
     def log(self, **record: Any) -> None:
-        """Append one JSON line to ``train_log.jsonl`` (no-op without a run dir)."""
-        if self.run_dir is None:
+        """Append one JSON line to ``train_log.jsonl`` (no-op without a run dir and off rank 0)."""
+        if self.run_dir is None or not self.world.is_main:
             return
         with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record, default=float) + "\n")
@@ -65,9 +72,9 @@ class TrainSession:
     def save_state(self, state: dict[str, Any]) -> None:
         """Atomically save a resumable state: a dict of state dicts, tensors and JSON-able values.
 
-        Python/NumPy RNG states are added automatically; torch's CPU RNG state too.
+        Python/NumPy RNG states are added automatically; torch's CPU RNG state too. Rank 0 only.
         """
-        if self.run_dir is None:
+        if self.run_dir is None or not self.world.is_main:
             return
         tensors: dict[str, Any] = {}
         plain: dict[str, Any] = {}
@@ -79,6 +86,7 @@ class TrainSession:
         np_state = np.random.get_state()
         plain["_numpy_rng"] = [np_state[0], np_state[1].tolist(), *np_state[2:]]
         plain["_python_rng"] = _py_state_to_json(random.getstate())
+        plain["_world_size"] = self.world.size  # provenance only: a state resumes with any world size
         tensors["_torch_rng"] = torch.get_rng_state()
         save_checkpoint(
             self.run_dir / "train_state.pt",
@@ -89,7 +97,7 @@ class TrainSession:
         )
 
     def load_state(self) -> dict[str, Any] | None:
-        """The state saved by :meth:`save_state` when resuming, else None. Restores RNGs."""
+        """The state saved by :meth:`save_state` when resuming, else None. Restores RNGs (every rank reads it)."""
         if self.run_dir is None or not self.resume:
             return None
         path = self.run_dir / "train_state.pt"
@@ -102,13 +110,16 @@ class TrainSession:
         np_state = plain.pop("_numpy_rng")
         np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
         random.setstate(_py_state_from_json(plain.pop("_python_rng")))
+        saved_world = plain.pop("_world_size", 1)
+        if saved_world != self.world.size:
+            self.log(event="world_size_changed", saved_with=saved_world, resumed_with=self.world.size)
         state.update(plain)
         return state
 
     # -- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self, model: torch.nn.Module, name: str = "model.pt", **meta: Any) -> Path | None:
-        """Write ``run_dir/name`` (e.g. ``model.pt`` or ``checkpoints/epoch_2000.pt``)."""
-        if self.run_dir is None:
+        """Write ``run_dir/name`` (e.g. ``model.pt`` or ``checkpoints/epoch_2000.pt``) on rank 0."""
+        if self.run_dir is None or not self.world.is_main:
             return None
         cfg = self.config.to_dict() if hasattr(self.config, "to_dict") else dict(self.config)
         return save_checkpoint(

@@ -2,6 +2,8 @@
 
 One view, tiny images, the demo budget, two configurations that between them cover
 pre/post masking, mask/no mask and registration/none; then a second `make` must do nothing.
+Every job goes through a recording launcher (LAUNCH, TRAIN_LAUNCH, CPU_LAUNCH), DRAEM's training
+through torchrun as well, and a check in LINECLEAR itself tells any job that bypassed them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,34 @@ MODELS = "template patchcore draem"
 CONFIGS = "po-m-r pre-nm-nr"
 
 
+def _launchers(tmp: Path) -> tuple[list[str], Path]:
+    """Make variables that send every job through a launcher logging ``TAG argv`` to the returned file."""
+    log = tmp / "launched.log"
+    rec = tmp / "record"
+    rec.write_text(f'#!/bin/sh\ntag=$1; shift\nprintf "%s %s\\n" "$tag" "$*" >> "{log}"\n'
+                   'LINECLEAR_LAUNCHED=$tag exec "$@"\n')
+    # LINECLEAR: lineclear, noting any run that no launcher started (a Python file, so torchrun can run it)
+    lc = tmp / "lineclear"
+    lc.write_text(f"#!{sys.executable}\nimport os, sys\n"
+                  f"if not os.environ.get('LINECLEAR_LAUNCHED'):\n"
+                  f"    open({str(log)!r}, 'a').write('UNLAUNCHED ' + ' '.join(sys.argv[1:]) + '\\n')\n"
+                  "from lineclear.cli.main import run\nrun()\n")
+    for p in (rec, lc):
+        p.chmod(0o755)
+    torchrun = f"{sys.executable} -m torch.distributed.run --standalone --nproc-per-node 1"
+    return [f"LINECLEAR={lc}", f"LAUNCH={rec} gpu", f"TRAIN_LAUNCH={rec} ddp {torchrun}", f"CPU_LAUNCH={rec} cpu"], log
+
+
+def _jobs(text: str) -> list[tuple[str, str, list[str]]]:
+    """(launcher tag, lineclear command, argv) of each logged job."""
+    jobs = []
+    for line in text.splitlines():
+        tag, *argv = line.split()
+        i = next(i for i, a in enumerate(argv) if a.endswith("/lineclear"))
+        jobs.append((tag, argv[i + 2], argv))  # LINECLEAR -q COMMAND …
+    return jobs
+
+
 def _make(out: Path, *extra: str, question: bool = False) -> subprocess.CompletedProcess:
     args = [
         "make", "-C", str(ROOT / "examples"), *(["-q"] if question else []),
@@ -34,7 +64,8 @@ def _make(out: Path, *extra: str, question: bool = False) -> subprocess.Complete
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_reproduction_makefile_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    r = _make(out)
+    launchers, log = _launchers(tmp_path)
+    r = _make(out, *launchers)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     # every stage left its file
     assert (out / "data" / "A" / "annotations_via.csv").is_file()
@@ -65,9 +96,21 @@ def test_reproduction_makefile_end_to_end(tmp_path: Path) -> None:
     assert set(summary["grid"]) == set(MODELS.split())
     index = (out / "index.html").read_text()
     assert "eval/template/A/po-m-r/report.html" in index and (out / "compare" / "A.png").is_file()
+    # every job went through its launcher: training and scoring through the GPU ones, DRAEM's via torchrun
+    text = log.read_text()
+    assert "UNLAUNCHED" not in text, text
+    jobs = _jobs(text)
+    trains = sorted((tag, argv[argv.index("--model") + 1]) for tag, cmd, argv in jobs if cmd == "train")
+    assert trains == [("ddp", "draem"), ("gpu", "patchcore"), ("gpu", "template")]
+    assert [tag for tag, cmd, _ in jobs if cmd == "score"] == ["gpu"] * 12  # 3 models x 2 configurations x 2 splits
+    assert {cmd for tag, cmd, _ in jobs if tag == "cpu"} == {"synth", "labels", "register", "mask", "calibrate",
+                                                               "evaluate", "table"}
     # a second make has nothing to do
-    q = _make(out, question=True)
+    q = _make(out, *launchers, question=True)
     assert q.returncode == 0, "a second make would rebuild something:\n" + _make(out, "-n").stdout[-2000:]
+    before = log.read_text()
+    again = _make(out, *launchers)
+    assert again.returncode == 0 and log.read_text() == before, again.stdout[-2000:]
     # ... and a configuration added to CONFIGS, or a deleted result, is rebuilt without retraining
     (out / "eval" / "template" / "A" / "po-m-r" / "metrics.json").unlink()
     plan = _make(out, "-n", f"CONFIGS={CONFIGS} po-nm-r").stdout
@@ -75,3 +118,7 @@ def test_reproduction_makefile_end_to_end(tmp_path: Path) -> None:
     for model in MODELS.split():
         assert f"maps/{model}/A/po-nm-r-test.h5" in plan and f"--out {out}/eval/{model}/A/po-nm-r" in plan, plan[-2000:]
     assert f"--out {out}/eval/template/A/po-m-r" in plan, plan[-2000:]
+    # an interrupted training (a state, no model.pt) is resumed, not started again
+    (out / "runs" / "draem" / "A" / "model.pt").unlink()
+    train = [line for line in _make(out, "-n").stdout.replace("\\\n", " ").splitlines() if " train " in line]
+    assert len(train) == 1 and "--model draem" in train[0] and "--resume" in train[0], train

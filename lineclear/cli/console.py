@@ -26,6 +26,7 @@ from lineclear.formats._io import dumps
 class State:
     quiet: bool = False
     verbose: bool = False
+    muted: bool = False  # no notes, progress or results: a training process other than rank 0
 
 
 state = State()
@@ -45,17 +46,28 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
     root.propagate = False
 
 
+def mute() -> None:
+    """Silence this process's notes, warnings, progress and results (not its errors)."""
+    state.quiet = state.muted = True
+
+
 def note(msg: str) -> None:
     """A note on stderr (not silenced by -q: notes tell the user something they should know)."""
+    if state.muted:
+        return
     err.print(f"[dim]lineclear:[/] {msg}")
 
 
 def warn(msg: str) -> None:
+    if state.muted:
+        return
     err.print(f"[yellow]lineclear: warning:[/] {msg}")
 
 
 def print_json(obj: Any) -> None:
     """Machine-readable result on stdout."""
+    if state.muted:
+        return
     sys.stdout.write(dumps(obj))
     sys.stdout.flush()
 

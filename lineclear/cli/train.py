@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, Callable, List, Mapping, Optional
 
 import typer
 
+from lineclear import distributed as ddp
 from lineclear.cli import console
 from lineclear.cli.options import Device, Overwrite
 from lineclear.dataset import RegisteredLookup, View
@@ -43,6 +45,7 @@ def train_command(
     shifts: Annotated[Optional[int], typer.Option("--shifts", min=0, help=f"Registered synthetic camera shifts of each training image fitted as well, so the model has seen what registration leaves behind [default: {DEFAULT_TRAIN_SHIFTS} for patchcore and template when the view has a reference image, else 0].", show_default=False)] = None,
     shift_seed: Annotated[int, typer.Option("--shift-seed", help="Seed of the training shifts.")] = 0,
     set_: Annotated[Optional[List[str]], typer.Option("--set", help="Any other setting: KEY=VALUE (repeatable).")] = None,
+    distributed: Annotated[Optional[int], typer.Option("--distributed", min=1, help="DRAEM, DDAD: train in N processes on this machine with DistributedDataParallel (torchrun; one GPU each on CUDA, gloo on the CPU). --batch-size stays the global batch. Under torchrun, the processes are torchrun's.", show_default=False)] = None,
     **settings: Any,
 ) -> None:
     """Train a model on a view's anomaly-free images and write RUN_DIR/model.pt.
@@ -71,35 +74,57 @@ def train_command(
         raise LineclearError(f"{view.dir / 'train' / 'good'}: no training images")
 
     out = Path(out)
+    if ddp.requested_world_size(distributed) > 1 and not entry.distributed:
+        raise UsageError(f"model {entry.name} trains in one process: run it without --distributed or torchrun")
+    launch = (distributed or 1) > 1 and not ddp.under_torchrun()  # this process starts the workers
+    world, dev = (ddp.SINGLE, resolve_device(device)) if launch else ddp.start(device, distributed)
+    if not world.is_main:
+        console.mute()  # rank 0 reports for every process
+    try:
+        # rank 0 alone prepares --out, the others wait for it
+        created, fresh = world.run_on_main(_prepare_out, out, resume, overwrite, not launch) or (False, False)
+        if launch:
+            raise typer.Exit(ddp.launch(distributed, device, ddp.without_option(sys.argv[1:], "--distributed")))
+        try:
+            _train(entry, cfg, view, train_samples, val_samples, out, dev, resume, preset, val_fraction, split_seed,
+                   shifts, shift_seed, world)
+        except BaseException:
+            # a run that never got going leaves nothing behind (a resumable state is kept for --resume)
+            if fresh and not (out / "train_state.pt").exists() and not (out / "model.pt").exists():
+                remove_run_files(out)
+                if created and not any(out.iterdir()):
+                    out.rmdir()
+            raise
+    finally:
+        world.close()
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool, act: bool = True) -> tuple[bool, bool]:
+    """Refuse an --out that may not be trained into; with ``act`` empty it (--overwrite) and create it.
+
+    Returns (created, fresh): whether the folder is new, and whether no earlier run's files are left to keep.
+    """
     problem = run_dir_problem(out)
     if problem:
         # never train into (or, with --overwrite, empty) a folder lineclear did not make: a dataset, a work folder
         raise LineclearError(problem)
     if out.exists() and any(out.iterdir()) and not resume:
         if overwrite:
-            remove_run_files(out)  # only the run's own files; thresholds, maps and anything else stay
+            if act:
+                remove_run_files(out)  # only the run's own files; thresholds, maps and anything else stay
         elif (out / "model.pt").is_file():
             raise LineclearError(f"{out}: already holds a trained model (use --overwrite to train again)")
         else:
             raise LineclearError(f"{out}: holds an unfinished run (use --resume to continue it or --overwrite)")
     created = not out.exists()
-    fresh = created or overwrite or not any(out.iterdir())  # no earlier run's files left to keep
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        _train(entry, cfg, view, train_samples, val_samples, out, device, resume, preset, val_fraction, split_seed,
-               shifts, shift_seed)
-    except BaseException:
-        # a run that never got going leaves nothing behind (a resumable state is kept for --resume)
-        if fresh and not (out / "train_state.pt").exists() and not (out / "model.pt").exists():
-            remove_run_files(out)
-            if created and not any(out.iterdir()):
-                out.rmdir()
-        raise
+    fresh = created or overwrite or not any(out.iterdir())
+    if act:
+        out.mkdir(parents=True, exist_ok=True)
+    return created, fresh
 
 
-def _train(entry, cfg, view, train_samples, val_samples, out, device, resume, preset, val_fraction, split_seed,
-           shifts=None, shift_seed=0) -> None:
-    dev = resolve_device(device)
+def _train(entry, cfg, view, train_samples, val_samples, out, dev, resume, preset, val_fraction, split_seed,
+           shifts=None, shift_seed=0, world=ddp.SINGLE) -> None:
     seed_everything(cfg.seed)
     images, valid, notes = load_view_images(train_samples, tuple(cfg.image_size))
     for n in notes:
@@ -128,16 +153,21 @@ def _train(entry, cfg, view, train_samples, val_samples, out, device, resume, pr
         "split_seed": split_seed,
         **shift_info,
     }
-    write_run_config(out, {"model": entry.name, "config": cfg.to_dict(), "device": str(dev), **meta})
+    if world.is_main:
+        # world size: provenance (batch_size is the global batch, so the results do not depend on it)
+        write_run_config(out, {"model": entry.name, "config": cfg.to_dict(), "device": str(dev),
+                               "world_size": world.size, "backend": world.backend, **meta})
     session = TrainSession(
         images=images, config=cfg, device=dev, run_dir=out, valid=valid,
         image_ids=meta["train_image_ids"], model_name=entry.name, resume=resume,
-        progress=console.rich_progress(), extra_meta=meta,
+        progress=console.rich_progress(), extra_meta=meta, world=world,
     )
     console.note(
         f"training {entry.name} ({preset}) on {len(train_samples)} images of view {view.name}"
         + (f" + {shift_info['train_shifted_images']} registered camera shifts of them" if shift_info else "") + " "
-        f"at {cfg.image_size[0]}x{cfg.image_size[1]} (HxW) on {dev}; {len(val_samples)} held out for validation"
+        f"at {cfg.image_size[0]}x{cfg.image_size[1]} (HxW) on {dev}"
+        + (f" and {world.size - 1} more process(es) ({world.backend})" if world.size > 1 else "")
+        + f"; {len(val_samples)} held out for validation"
     )
     t0 = time.perf_counter()
     net = entry.build(cfg, True).to(dev)

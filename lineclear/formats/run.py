@@ -2,7 +2,8 @@
 
 Keys: model, preset, config (resolved: every value the model used), view (name),
 view_dir, dataset_root, train_image_ids, val_image_ids, val_fraction, split_seed,
-device, argv, lineclear_version, created_utc.
+device, world_size and backend (training processes: 1 and null, or torchrun's; see
+lineclear.distributed), argv, lineclear_version, created_utc.
 
 A run directory is a folder whose ``config.json`` carries this schema. Its own files are
 :data:`RUN_FILES` and ``checkpoints/*.pt``; ``train --overwrite`` removes those and nothing else

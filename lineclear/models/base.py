@@ -125,7 +125,8 @@ class ModelEntry:
     ``build(config, pretrained)`` returns the untrained module (``pretrained=False``
     when a checkpoint's state dict will be loaded right after, so no weights are
     looked for). ``train(model, session)`` fits it in place (see
-    :class:`lineclear.training.TrainSession`).
+    :class:`lineclear.training.TrainSession`). ``distributed``: ``train`` shards its batches
+    over ``session.world`` (torchrun; see :mod:`lineclear.distributed`).
     """
 
     name: str
@@ -135,6 +136,7 @@ class ModelEntry:
     build: Callable[[Any, bool], AnomalyModel]
     train: Callable[[AnomalyModel, "TrainSession"], None]
     notes: Mapping[str, str] = field(default_factory=dict)
+    distributed: bool = False
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:

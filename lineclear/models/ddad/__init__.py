@@ -28,6 +28,7 @@ ENTRY = ModelEntry(
     presets=PRESETS,
     build=build,
     train=train,
+    distributed=True,
     notes={
         "pre-masking": "input and reconstruction are masked before both distances and the normalisation",
     },

@@ -59,15 +59,20 @@ def ddpm_loss(
     x0: torch.Tensor,
     weight: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DDPM noise-prediction loss ‖ε − ε_θ(x_t, t)‖² summed over pixels, mean over the batch.
 
     x0: (B,C,H,W) in [−1,1]; weight: optional (B,1,H,W) in {0,1} (pixels that count,
     e.g. registration validity). The sum-over-pixels scale follows the reference code.
+    ``t`` (B,) and ``noise`` (B,C,H,W) are drawn (from ``generator``) unless given.
     """
     b = x0.shape[0]
-    t = torch.randint(0, schedule.T, (b,), device=x0.device, generator=generator)
-    noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    if t is None:
+        t = torch.randint(0, schedule.T, (b,), device=x0.device, generator=generator)
+    if noise is None:
+        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     xt = schedule.q_sample(x0, t, noise)
     err = (noise - unet(xt, t).float()).square()
     if weight is not None:

@@ -7,6 +7,14 @@ models: each gets its own domain adaptation, started from the pretrained extract
 exactly like the final model, so checkpoints can be compared as the thesis does.
 Resumable: the state (U-Net, optimiser, epoch, RNG) is saved every few minutes and
 after the U-Net phase; ``--resume`` then ends where an uninterrupted run ends.
+
+Several processes (torchrun, ``session.world``): every process draws the same permutation and,
+per batch, the timesteps and noise of the whole batch from torch's RNG (seeded alike), and trains
+the U-Net on its share of the batch; the U-Net normalises with GroupNorm (per image), so nothing
+needs synchronising but the gradients. The run is the one-process run up to floating-point
+rounding, for any number of processes. Domain adaptation (a few epochs) runs whole on every
+process at the intermediate checkpoints, keeping their RNGs in step, and on rank 0 alone at the
+end, where only rank 0's model is written.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ def train(model: DdadModel, session) -> None:
     if n == 0:
         raise ValueError("no training images")
 
+    world = session.world
     unet = model.unet
     opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_epoch = 0
@@ -69,6 +78,7 @@ def train(model: DdadModel, session) -> None:
         start_epoch = int(state["epoch"])
         session.log(event="resume", epoch=start_epoch)
 
+    net = world.wrap(unet)
     pretrained_fe = copy.deepcopy(model.feature_extractor.state_dict())
     ckpt_epochs = set(checkpoint_epochs(cfg))
     last_save = time.monotonic()
@@ -79,20 +89,31 @@ def train(model: DdadModel, session) -> None:
     with progress.task("ddad: U-Net", total=cfg.epochs) as task:
         task.advance(start_epoch)
         for epoch in range(start_epoch, cfg.epochs):
-            unet.train()
-            perm = torch.randperm(n).to(dev)
+            net.train()
+            # rank 0's permutation everywhere: a random layer (dropout) could move the ranks' RNGs apart
+            perm = world.broadcast_(torch.randperm(n).to(dev))
             total = 0.0
             for s in range(0, n, cfg.batch_size):
                 idx = perm[s : s + cfg.batch_size]
-                x0 = images[idx] * 2 - 1
+                b = idx.numel()
+                # the whole batch's draws, in the order ddpm_loss makes them: one process draws the same
+                t = torch.randint(0, model.schedule.T, (b,), device=dev)
+                noise = torch.randn((b, *images.shape[1:]), device=dev, dtype=images.dtype)
+                mine = world.shard(b)
+                share = mine.stop - mine.start
+                if share == 0:
+                    # every rank must join the gradient all-reduce: one image with zero weight
+                    mine = slice(0, 1)
+                x0 = images[idx[mine]] * 2 - 1
                 with autocast(dev, cfg.bf16):
-                    loss = ddpm_loss(unet, model.schedule, x0, None if valid is None else valid[idx])
+                    loss = ddpm_loss(net, model.schedule, x0, None if valid is None else valid[idx[mine]],
+                                     t=t[mine], noise=noise[mine])
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * world.loss_scale(share, b)).backward()
                 opt.step()
-                total += float(loss.detach()) * idx.numel()
-            mean = total / n
-            task.advance(1, loss=round(mean, 2))
+                total += float(loss.detach()) * share
+            mean = float(world.all_sum(torch.tensor([total], dtype=torch.float64, device=dev))[0]) / n
+            task.advance(1, loss=mean)  # full precision (the bar shows 4 digits): tests compare them
             done = epoch + 1
             if done % 10 == 0 or done == cfg.epochs:
                 session.log(phase="unet", epoch=done, loss=mean)
@@ -109,5 +130,6 @@ def train(model: DdadModel, session) -> None:
     if start_epoch < cfg.epochs or state is None:
         save(cfg.epochs)
 
-    _domain_adapt(model, images, session, progress, "")
+    if world.is_main:
+        _domain_adapt(model, images, session, progress, "")
     model.eval()

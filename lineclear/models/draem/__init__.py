@@ -14,6 +14,7 @@ ENTRY = ModelEntry(
     presets=PRESETS,
     build=lambda cfg, pretrained=False: DraemModel(cfg),
     train=train_draem,
+    distributed=True,
     notes={
         "paper": "thesis §5.3: 512x512, 3000 epochs, batch 1, Adam 1e-4 x0.1 after 1200/2100, cutout, checkpoints 2000..3000/250",
         "fast": "CPU: narrow networks at low resolution, a few thousand synthetic anomalies",

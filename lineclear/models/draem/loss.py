@@ -11,6 +11,11 @@ import torch
 import torch.nn.functional as F
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """bfloat16 (autocast) outputs in float32; float32 and float64 as they are."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def gaussian_window(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.float32) -> torch.Tensor:
     """Normalised 2-D Gaussian window (size, size)."""
     x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
@@ -56,7 +61,7 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, a
     if target.dim() == 4:
         target = target[:, 0]
     t = (target > 0.5).long()
-    logp = F.log_softmax(logits.float(), dim=1)
+    logp = F.log_softmax(_at_least_float32(logits), dim=1)
     logp_t = logp.gather(1, t[:, None])[:, 0]
     p_t = logp_t.exp()
     loss = -((1.0 - p_t) ** gamma) * logp_t
@@ -75,7 +80,7 @@ def draem_loss(
     focal_gamma: float = 2.0,
 ) -> dict[str, torch.Tensor]:
     """All terms: ``{"loss", "l2", "ssim", "focal"}`` (scalars; ``loss`` is differentiable)."""
-    rec = reconstruction.float()
+    rec = _at_least_float32(reconstruction)
     l2 = F.mse_loss(rec, image)
     ss = ssim_loss(rec, image, ssim_window)
     fo = focal_loss(logits, anomaly_mask, focal_gamma)

@@ -42,7 +42,7 @@ from lineclear.models import get_model
 from lineclear.models.base import AnomalyModel, config_from_dict
 from lineclear.progress import Progress, ensure
 from lineclear.register import RegistrationConfig, Registrar
-from lineclear.shifts import shifted_copies
+from lineclear.shifts import ShiftRange, shifted_copies
 
 MASK_STAGES = ("none", "pre", "post")
 DEFAULT_BORDER_MARGIN = 8  # map pixels along a registration seam that do not count (benchmarks/bench_line.py)
@@ -219,6 +219,7 @@ def score_shifted(
     device: torch.device | str = "cpu",
     bf16: bool = False,
     progress: Progress | None = None,
+    limits: ShiftRange | None = None,
 ) -> Iterator[tuple[ScoredBatch, list[tuple[Path, str]], int]]:
     """Score ``n`` synthetic camera shifts of each image, registered back to ``reference`` (raw array).
 
@@ -239,7 +240,8 @@ def score_shifted(
             src_valid = None
             if vp is not None:
                 src_valid = resize_mask(read_mask(vp, resize=True, shape=None), raw.shape[:2])
-            imgs, valids, failed = shifted_copies(raw, registrar, n, np.random.default_rng([seed, i]), valid=src_valid)
+            imgs, valids, failed = shifted_copies(raw, registrar, n, np.random.default_rng([seed, i]), valid=src_valid,
+                                                  limits=limits or ShiftRange())
             task.advance(1)
             if not imgs:
                 yield ScoredBatch([], np.zeros((0, *size), np.float32), np.zeros(0, np.float32), None), [], failed

@@ -150,11 +150,17 @@ def test_score_val_with_shifts_is_reproducible_and_counted(shift_view, tmp_path_
     run = train_run(shift_view, tmp_path_factory.mktemp("run-template") / "run", "template")
     d = tmp_path_factory.mktemp("valshift")
     outs = []
-    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+    for name, seed, parallax in (("a", 3, "1"), ("b", 3, "1"), ("c", 4, "1"), ("d", 3, "0")):
         out = d / f"{name}.h5"
         assert run_cli(["-q", "score", str(run), str(shift_view), "--split", "val", "--shifts", "2",
-                        "--shift-seed", str(seed), "--out", str(out), "--device", "cpu"]) == 0
+                        "--shift-seed", str(seed), "--shift-parallax", parallax, "--out", str(out),
+                        "--device", "cpu"]) == 0
         outs.append(out)
+    with MapsFile(outs[3]) as flat, MapsFile(outs[0]) as a:
+        assert flat.attrs["shift_parallax_px"] == 0 and a.attrs["shift_parallax_px"] == 1
+        shifted = [k for k, i in enumerate(a.image_ids) if "#" in i]
+        # parallax leaves residue registration cannot remove: the shifted copies score higher than flat ones
+        assert np.mean(a.scores[shifted]) > np.mean(flat.scores[shifted])
     with MapsFile(outs[0]) as a, MapsFile(outs[1]) as b, MapsFile(outs[2]) as c:
         n_val = sum("#" not in i for i in a.image_ids)
         assert n_val >= 1 and len(a) == 3 * n_val  # each normal image and its two shifted copies

@@ -25,6 +25,7 @@ from lineclear.scoring import (
     score_paths,
     score_shifted,
 )
+from lineclear.shifts import ShiftRange
 
 
 def collect_inputs(inputs: list[Path], split: str, meta: dict) -> tuple[list[Path], Path]:
@@ -87,6 +88,7 @@ def score_command(
     reference: Annotated[Optional[Path], typer.Option("--reference", help="Registration reference [default: the one lineclear register recorded, or the view's reference.png]. It continues the scene outside the camera frame and is what --shifts registers to.", dir_okay=False, show_default=False)] = None,
     shifts: Annotated[Optional[int], typer.Option("--shifts", min=0, help=f"Synthetic camera shifts per normal image, registered back and scored too, so that thresholds see what registration leaves behind [default: {DEFAULT_VAL_SHIFTS} with --split val when a reference is known, else 0].", show_default=False)] = None,
     shift_seed: Annotated[int, typer.Option("--shift-seed", help="Seed of the synthetic camera shifts.")] = 0,
+    shift_parallax: Annotated[float, typer.Option("--shift-parallax", min=0.0, max=8.0, help="Parallax of the synthetic camera shifts: a smooth displacement of up to this many pixels that no homography explains (a scene that is not flat).")] = ShiftRange().parallax_px,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 8,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="Run the network under bfloat16 autocast.")] = False,
     device: Device = "auto",
@@ -155,6 +157,7 @@ def score_command(
         registered=registered, checkpoint=str(ckpt.resolve()), checkpoint_sha256=sha256_file(ckpt),
         border_margin=border_margin if (registered or n_shifts) else 0, split=split,
         reference=str(Path(ref_path).resolve()) if ref_path else "", shifts=n_shifts, shift_seed=shift_seed,
+        shift_parallax_px=shift_parallax if n_shifts else 0.0,
     )
     console.note(f"scoring {len(paths)} images with {meta.get('model')} at {size[0]}x{size[1]} (HxW) on {dev} (mask stage: {stage})")
     n_anom = 0
@@ -176,6 +179,7 @@ def score_command(
                 model, normal, size, read_raw(ref_path), n_shifts, shift_seed, roi=roi, mask_stage=stage,
                 valid_lookup=lookup, border_margin=border_margin, fill=fill, registration=reg_config,
                 device=dev, bf16=bf16, progress=console.rich_progress(),
+                limits=ShiftRange(parallax_px=shift_parallax),
             ):
                 n_failed += failed
                 n_shifted += len(ids)

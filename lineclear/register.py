@@ -362,12 +362,15 @@ class Registrar:
         for eq in (False, True) if config.detect_clahe > 0 else (False,):
             kp, desc = self._orb.detectAndCompute(self._detect_copy(ref, eq), None)
             self._ref_features[eq] = (self._to_full(kp, self.detect_size, self.size), desc)
-        # the reference's ORB points and descriptors (the richer copy: what the setup check counts)
-        self.ref_points, self.ref_desc = max(self._ref_features.values(), key=lambda f: len(f[0]))
         if config.refine == "flow":
             self._prepare_flow()
         if config.refine == "ecc":
             self._prepare_ecc()
+
+    @property
+    def ref_points(self) -> np.ndarray:
+        """The reference's ORB points (N,2) on the richer detection copy: what the setup check counts."""
+        return max((f[0] for f in self._ref_features.values()), key=len)
 
     # -- setup ------------------------------------------------------------------------------------------
     def _make_orb(self) -> cv2.ORB:
@@ -480,16 +483,12 @@ class Registrar:
         img = np.asarray(image)
         gray = to_gray(img)
         in_size = (int(gray.shape[0]), int(gray.shape[1]))
-        qc: dict[str, Any] = {"features": 0, "matches": 0, "inliers": 0, "inlier_ratio": 0.0}
-        estimate, reason = self._estimate_checked(gray, qc, in_size, False)
+        estimate, reason, qc = self._estimate_checked(gray, in_size, False)
         if reason is not None and True in self._ref_features:
             # a low-contrast scene: try again on contrast-equalised copies of both sides
-            qc2: dict[str, Any] = {"features": 0, "matches": 0, "inliers": 0, "inlier_ratio": 0.0}
-            estimate2, reason2 = self._estimate_checked(gray, qc2, in_size, True)
-            if reason2 is None:
-                estimate, reason, qc = estimate2, None, qc2
-        qc["detect"] = "equalised" if qc.get("equalised") else "plain"
-        qc.pop("equalised", None)
+            second = self._estimate_checked(gray, in_size, True)
+            if second[1] is None:
+                estimate, reason, qc = second
         ok = reason is None
         T = estimate if ok else resize_transform(in_size, self.size)
         out_img = valid = None
@@ -565,16 +564,16 @@ class Registrar:
             out = out[:, :, None]
         return out
 
-    def _estimate_checked(self, gray: np.ndarray, qc: dict[str, Any], in_size: tuple[int, int], equalise: bool
-                          ) -> tuple[np.ndarray | None, str | None]:
-        """:meth:`_estimate` followed by the quality-control limits: ``(estimate or None, reason or None)``."""
+    def _estimate_checked(self, gray: np.ndarray, in_size: tuple[int, int], equalise: bool
+                          ) -> tuple[np.ndarray | None, str | None, dict[str, Any]]:
+        """:meth:`_estimate` on one detection copy, then the quality-control limits: (estimate, reason, qc)."""
+        qc: dict[str, Any] = {"features": 0, "matches": 0, "inliers": 0, "inlier_ratio": 0.0,
+                              "detect": "equalised" if equalise else "plain"}
         estimate, reason = self._estimate(gray, qc, equalise)
-        if equalise:
-            qc["equalised"] = True
         if estimate is not None:
             qc.update(transform_qc(estimate, in_size, self.size))
             reason = check_limits(qc, self.config.limits, self.size)
-        return estimate, reason
+        return estimate, reason, qc
 
     def _estimate(self, gray: np.ndarray, qc: dict[str, Any], equalise: bool = False
                   ) -> tuple[np.ndarray | None, str | None]:

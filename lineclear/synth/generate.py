@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from lineclear.errors import LineclearError, OutputExistsError, UsageError
-from lineclear.formats._io import publish_dir
+from lineclear.formats._io import make_temp_dir, publish_dir
 from lineclear.formats.synth import write_shifts
 from lineclear.formats.via import ImageAnnotation, format_via_csv
 from lineclear.labels import Region, rasterise, validate_shape
@@ -363,17 +363,13 @@ class _Silent:
 
 
 def _build_view(out: Path, v: str, args: tuple, overwrite: bool, task) -> dict:
-    """Build one view in ``.<view>.synth-tmp`` and move it into place (replacing an old synth view)."""
-    tmp = out / f".{v}.synth-tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    """Build one view in a new hidden folder and move it into place (replacing an old synth view)."""
+    tmp = make_temp_dir(out, v)  # new and unique: nothing that was there before is touched
     try:
         result = _view(tmp, v, *args, task if task is not None else _Silent())
         target = out / v
         if target.exists():
-            old = out / f".{v}.synth-old"
-            if old.exists():
-                shutil.rmtree(old)
+            old = out / f".{v}.synth-old-{os.getpid()}"
             os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old)

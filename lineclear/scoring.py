@@ -219,7 +219,7 @@ def score_shifted(
     device: torch.device | str = "cpu",
     bf16: bool = False,
     progress: Progress | None = None,
-    limits: ShiftRange | None = None,
+    limits: ShiftRange = ShiftRange(),
 ) -> Iterator[tuple[ScoredBatch, list[tuple[Path, str]], int]]:
     """Score ``n`` synthetic camera shifts of each image, registered back to ``reference`` (raw array).
 
@@ -241,7 +241,7 @@ def score_shifted(
             if vp is not None:
                 src_valid = resize_mask(read_mask(vp, resize=True, shape=None), raw.shape[:2])
             imgs, valids, failed = shifted_copies(raw, registrar, n, np.random.default_rng([seed, i]), valid=src_valid,
-                                                  limits=limits or ShiftRange())
+                                                  limits=limits)
             task.advance(1)
             if not imgs:
                 yield ScoredBatch([], np.zeros((0, *size), np.float32), np.zeros(0, np.float32), None), [], failed

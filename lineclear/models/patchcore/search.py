@@ -58,31 +58,42 @@ def dense_bank(bank: torch.Tensor, pos: torch.Tensor, grid: tuple[int, int]) -> 
     return feats.view(hg, wg, k, c), norms.view(hg, wg, k)
 
 
-def positional_nn(test: torch.Tensor, feats: torch.Tensor, norms: torch.Tensor, radius: int) -> torch.Tensor:
+def positional_nn(test: torch.Tensor, feats: torch.Tensor, norms: torch.Tensor, radius: int, tile: int = 8) -> torch.Tensor:
     """Position-aware nearest neighbour on a fixed camera's grid.
 
     test (B,Hg,Wg,C); feats (Hg,Wg,K,C), norms (Hg,Wg,K) from :func:`dense_bank`.
     Test cell (i,j) is compared only with bank patches of cells (i+di, j+dj), |di|,|dj| ≤ radius.
     Returns (B,Hg,Wg) squared distances (+inf where no bank patch lies within the radius).
 
-    One batched matmul per offset: (Hg·Wg) small (B x C)·(C x K) products, so the cost is
-    (2r+1)² · B·Hg·Wg·K·C — linear in the grid, unlike global search's quadratic cost.
+    The grid is cut into tiles of ``tile`` x ``tile`` test cells; each tile's bank block (the tile's cells
+    and ``radius`` around them) is compared with all of the tile's test patches in one matrix product, and
+    each test cell then keeps the minimum over its own window. That computes ((t+2r)/(2r+1))² more
+    distances than needed, but reads every bank patch a few times instead of (2r+1)² times: one
+    product per offset (the straightforward way) is bound by memory bandwidth on a CPU (measured: a
+    68k-patch bank at 32x48 cells and r = 2 took 438 ms per image that way, see README.md).
     """
     test = test.float()
     b, hg, wg, c = test.shape
-    t_sq = (test * test).sum(-1)  # (B,Hg,Wg)
+    k = feats.shape[2]
+    r = int(radius)
     best = torch.full((b, hg, wg), INF, device=test.device)
-    r_i, r_j = min(radius, hg - 1), min(radius, wg - 1)
-    for di in range(-r_i, r_i + 1):
-        i0, i1 = max(0, -di), min(hg, hg - di)
-        for dj in range(-r_j, r_j + 1):
-            j0, j1 = max(0, -dj), min(wg, wg - dj)
-            h, w = i1 - i0, j1 - j0
-            t = test[:, i0:i1, j0:j1].permute(1, 2, 0, 3).reshape(h * w, b, c)
-            f = feats[i0 + di : i1 + di, j0 + dj : j1 + dj].reshape(h * w, -1, c)
-            n = norms[i0 + di : i1 + di, j0 + dj : j1 + dj].reshape(h * w, 1, -1)
-            d2 = torch.baddbmm(n, t, f.transpose(1, 2), beta=1.0, alpha=-2.0)  # (hw,B,K), without |t|²
-            d2 = d2.amin(2).T.reshape(b, h, w)
-            best[:, i0:i1, j0:j1] = torch.minimum(best[:, i0:i1, j0:j1], d2)
+    for i0 in range(0, hg, tile):
+        i1 = min(hg, i0 + tile)
+        bi0, bi1 = max(0, i0 - r), min(hg, i1 + r)
+        for j0 in range(0, wg, tile):
+            j1 = min(wg, j0 + tile)
+            bj0, bj1 = max(0, j0 - r), min(wg, j1 + r)
+            th, tw, bh, bw = i1 - i0, j1 - j0, bi1 - bi0, bj1 - bj0
+            t = test[:, i0:i1, j0:j1].reshape(-1, c)  # (B·th·tw, C)
+            f = feats[bi0:bi1, bj0:bj1].reshape(-1, c)  # (bh·bw·K, C)
+            n = norms[bi0:bi1, bj0:bj1].reshape(1, -1)
+            d2 = torch.addmm(n, t, f.T, beta=1.0, alpha=-2.0)  # without |t|²
+            d2 = d2.view(b, th, tw, bh, bw, k).amin(-1)  # nearest patch of each bank cell
+            # each test cell's window: rows/cols of the bank block within the radius of its own position
+            rows = torch.arange(i0, i1, device=test.device)[:, None] - torch.arange(bi0, bi1, device=test.device)[None]
+            cols = torch.arange(j0, j1, device=test.device)[:, None] - torch.arange(bj0, bj1, device=test.device)[None]
+            allowed = (rows.abs() <= r)[:, None, :, None] & (cols.abs() <= r)[None, :, None, :]  # (th,tw,bh,bw)
+            d2 = d2.masked_fill(~allowed[None], INF)
+            best[:, i0:i1, j0:j1] = d2.flatten(3).amin(-1)
+    t_sq = (test * test).sum(-1)
     return (best + t_sq).clamp_min_(0)
-

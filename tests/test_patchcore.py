@@ -83,11 +83,10 @@ def test_position_radius_covering_the_grid_equals_global_search():
     assert torch.allclose(glob, _brute(test, bank, pos, None), atol=1e-4)
 
 
-@pytest.mark.parametrize("radius", [0, 1, 2])
-@pytest.mark.parametrize("tile", [1, 3, 8])
-def test_positional_search_matches_brute_force(radius, tile):
+@pytest.mark.parametrize("radius", [0, 1, 2, 6])
+def test_positional_search_matches_brute_force(radius):
     bank, pos, test = _random_bank(seed=radius + 1)
-    got = positional_nn(test, *dense_bank(bank, pos, (5, 7)), radius=radius, tile=tile).sqrt()
+    got = positional_nn(test, *dense_bank(bank, pos, (5, 7)), radius=radius).sqrt()
     want = _brute(test, bank, pos, radius)
     finite = torch.isfinite(want)
     assert torch.equal(torch.isfinite(got), finite)

@@ -1,0 +1,266 @@
+"""``lineclear serve``: the station's API, events, security limits, record and the watch loop beside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from lineclear.formats import sha256_file  # noqa: E402
+from lineclear.formats.record import open_record, verify_record  # noqa: E402
+from lineclear.line.checker import Checker  # noqa: E402
+from lineclear.station.app import create_app  # noqa: E402
+from lineclear.station.service import Station  # noqa: E402
+from lineclear.station.shifts import count_per_shift, parse_shifts, shift_windows  # noqa: E402
+from tests.station_util import FAST, TOKEN, drop_set, station_at, wait_for  # noqa: E402
+from tests.test_check import bundle  # noqa: E402,F401 - the module-scoped bundle fixture
+
+pytestmark = pytest.mark.usefixtures("restore_thread_counts")
+
+
+@pytest.fixture(scope="module")
+def checker(bundle: Path) -> Checker:  # noqa: F811
+    return Checker(bundle, "cpu", torch_threads=None)
+
+
+@pytest.fixture
+def served(checker: Checker, tmp_path: Path):
+    """A station with a record file and one leftover set checked; a TestClient on its app."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    rec = open_record(tmp_path / "record.db")
+    station = Station(checker, inbox, rec, tmp_path / "overlays", FAST, log_path=tmp_path / "verdicts.jsonl")
+    station.start()
+    images = drop_set(inbox, "1", leftover=True)
+    wait_for(lambda: station.sets_this_run >= 1)
+    app = create_app(station, token=TOKEN)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        yield station, client, images, tmp_path
+    station.stop()
+    rec.close()
+
+
+def test_api_status_sets_and_the_record_row(served) -> None:
+    station, client, images, tmp = served
+    st = client.get("/api/status").json()
+    assert st["last_set"] == 1 and st["watching"] and st["acknowledgements"]
+    assert st["counts"] == {"clear": 0, "leftover": 1, "undecided": 0} and st["sets_this_run"] == 1
+    tiles = {v["view"]: v for v in st["latest"]["views"]}
+    assert tiles["A"]["verdict"] == "leftover" and tiles["A"]["score"] > tiles["A"]["threshold"]
+    assert tiles["B"]["verdict"] == "clear" and st["latest"]["exit_code"] == 3 and st["latest"]["recorded"]
+    assert sum(s["counts"]["leftover"] for s in st["shifts"]) == 1 and len(st["shifts"]) == 3
+    # the overlay is served, and is the PNG the checker wrote
+    png = client.get(tiles["A"]["overlay_url"])
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG") and png.headers["content-type"] == "image/png"
+    one = client.get("/api/sets/1").json()
+    doc = one["document"]
+    assert doc["images"]["A"]["sha256"] == sha256_file(images["A"]) and doc["images"]["B"]["bytes"] > 0
+    assert doc["bundle"]["manifest_sha256"] == sha256_file(Path(station.checker.bundle.root) / "manifest.json")
+    assert doc["verdict"]["schema"] == "lineclear.verdict/1" and doc["lineclear_version"]
+    assert len(doc["overlays"]["A"]["sha256"]) == 64
+    assert client.get("/api/sets", params={"since": 0}).json()["sets"][0]["set"] == 1
+    assert client.get("/api/sets", params={"since": 1}).json()["sets"] == []
+    assert client.get("/api/sets/2").status_code == 404
+    assert client.get("/api/sets", params={"limit": 5000}).status_code == 422
+    assert client.get("/api/sets", params={"since": -1}).status_code == 422
+    # the watch log is written (fsynced by the watch loop) as without the server
+    lines = [json.loads(x) for x in (tmp / "verdicts.jsonl").read_text().splitlines()]
+    assert [(r["set"], r["view"], r["verdict"]) for r in lines] == [(1, "A", "leftover"), (1, "B", "clear")]
+    # the page and its assets come from the package; strict CSP
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text and "http" not in page.text.split("<body>")[0]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_openapi_describes_the_api(served) -> None:
+    _, client, _, _ = served
+    spec = client.get("/openapi.json").json()
+    assert {"/api/status", "/api/sets", "/api/sets/{n}", "/api/sets/{n}/ack", "/api/events"} <= set(spec["paths"])
+    assert "SetSummary" in spec["components"]["schemas"] and "HTTPBearer" in spec["components"]["securitySchemes"]
+    assert spec["paths"]["/api/sets/{n}/ack"]["post"]["security"] == [{"HTTPBearer": []}]
+
+
+def test_acknowledgement_needs_the_token_and_is_chained_in_the_record(served) -> None:
+    station, client, _, tmp = served
+    ack = {"name": "  Ana   Silva ", "comment": "leaflet removed from pocket 3"}
+    assert client.post("/api/sets/1/ack", json=ack).status_code == 401
+    assert client.post("/api/sets/1/ack", json=ack, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/api/sets/9/ack", json=ack, headers=auth).status_code == 404
+    assert client.post("/api/sets/1/ack", json={"name": ""}, headers=auth).status_code == 422
+    assert client.post("/api/sets/1/ack", json={"name": "x" * 81}, headers=auth).status_code == 422
+    r = client.post("/api/sets/1/ack", json=ack, headers=auth)
+    assert r.status_code == 201, r.text
+    got = r.json()
+    assert got["name"] == "Ana Silva" and got["comment"] == ack["comment"] and got["row"]["seq"] == 3
+    assert client.get("/api/sets/1").json()["acks"][0]["name"] == "Ana Silva"
+    rep = verify_record(tmp / "record.db")
+    assert rep["ok"] and rep["acknowledgements"] == 1 and rep["sets"] == 1 and rep["starts"] == 1
+    row = sqlite3.connect(tmp / "record.db").execute("SELECT kind, set_no, body FROM entries WHERE seq=3").fetchone()
+    assert row[0] == "ack" and row[1] == 1 and json.loads(row[2])["name"] == "Ana Silva"
+
+
+def test_acknowledgements_are_off_without_a_token(checker: Checker, tmp_path: Path) -> None:
+    rec = open_record(":memory:")
+    station = Station(checker, tmp_path, rec, tmp_path / "ov")
+    with TestClient(create_app(station), base_url="http://127.0.0.1") as client:
+        assert client.get("/api/status").json()["acknowledgements"] is False
+        r = client.post("/api/sets/1/ack", json={"name": "a"}, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 403 and "--token-file" in r.json()["detail"]
+
+
+def test_only_files_inside_the_overlay_folder_are_served(served) -> None:
+    station, client, _, tmp = served
+    secret = tmp / "secret.txt"
+    secret.write_text("not for the page")
+    (station.overlay_root / "link.png").symlink_to(secret)
+    (station.overlay_root / "linkdir").symlink_to(tmp)
+    attempts = ["/overlays/../secret.txt", "/overlays/%2e%2e/secret.txt", "/overlays/%2E%2E%2Fsecret.txt",
+                "/overlays/..%2fsecret.txt", "/overlays/run-x/../../secret.txt", f"/overlays/{secret}",
+                f"/overlays//{secret}", "/overlays/%2F" + str(secret).lstrip("/").replace("/", "%2F"),
+                "/overlays/link.png", "/overlays/linkdir/secret.txt", "/overlays/linkdir/record.db",
+                "/overlays/%00", "/overlays/../record.db", "/overlays/%2e%2e/%2e%2e/etc/passwd",
+                "/static/../../cli/serve.py", "/static/%2e%2e/app.py"]
+    for url in attempts:
+        r = client.get(url)
+        assert r.status_code in (400, 404), (url, r.status_code)
+        assert b"not for the page" not in r.content and b"SQLite" not in r.content
+    # a real overlay still is
+    url = client.get("/api/status").json()["latest"]["views"][0]["overlay_url"]
+    assert client.get(url).status_code == 200
+
+
+def test_raw_traversal_request_lines_over_a_socket(checker: Checker, tmp_path: Path) -> None:
+    """The request line as a hostile client sends it, unnormalised, to the real server."""
+    import socket
+
+    (tmp_path / "secret.txt").write_text("not for the page")
+    with station_at(checker, tmp_path, http=True) as (station, url):
+        (station.overlay_root / "inner.png").write_bytes(b"\x89PNG inner")
+        port = int(url.rsplit(":", 1)[1])
+        for path in ("/overlays/../secret.txt", "/overlays/%2e%2e/secret.txt", "/overlays/..%2fsecret.txt",
+                     "/overlays/..%5csecret.txt", "/overlays/....//secret.txt", "/overlays/" + str(tmp_path / "secret.txt"),
+                     "/overlays/%2e%2e%2f%2e%2e%2fsecret.txt", "/overlays/inner.png"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            status = int(data.split(b" ", 2)[1])
+            if path.endswith("inner.png"):
+                assert status == 200 and data.endswith(b"\x89PNG inner")
+            else:
+                assert status in (400, 404) and b"not for the page" not in data, (path, data[:200])
+
+
+def test_request_sizes_and_hosts_are_bounded(served) -> None:
+    _, client, _, _ = served
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    big = {"name": "a", "comment": "x" * 20000}
+    assert client.post("/api/sets/1/ack", json=big, headers=auth).status_code == 413
+
+    def chunks():
+        yield b'{"name": "a"'
+        yield b"}"
+
+    r = client.post("/api/sets/1/ack", content=chunks(), headers={**auth, "Content-Type": "application/json"})
+    assert r.status_code == 411
+    assert client.get("/api/status", headers={"Host": "evil.example"}).status_code == 400
+    assert client.get("/api/status", headers={"Host": "localhost:8765"}).status_code == 200
+
+
+def test_live_events_and_the_watch_loop_with_the_server_on(checker: Checker, tmp_path: Path) -> None:
+    """Over a real uvicorn on loopback: an event per set, a bad image does not stop anything, the log is written."""
+    log = tmp_path / "verdicts.jsonl"
+    with station_at(checker, tmp_path, record=tmp_path / "r.db", log=log) as (station, url):
+        def boom(kind, data):
+            raise RuntimeError("a listener that fails")
+
+        station.listeners.insert(0, boom)  # must not reach the watch loop
+        events = []
+        with httpx.Client(base_url=url, timeout=30) as client:
+            with client.stream("GET", "/api/events") as stream:
+                lines = stream.iter_lines()
+                t0, kind = None, None
+                for line in lines:
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    if line.startswith("event: hello"):
+                        inbox = tmp_path / "inbox"
+                        (inbox / "A_1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken IEND\xaeB`\x82")
+                        # A_1b closes set 1 (A's broken image, no B), set 2 is A_1b + B_1b
+                        drop_set(inbox, "1b", src=tmp_path / "s")
+                        t0 = time.monotonic()
+                    if line.startswith("data: ") and kind == "set":
+                        events.append(json.loads(line[6:]))
+                        if len(events) == 2:
+                            break
+        first, second = events
+        assert first["set"] == 1 and first["verdict"] == "undecided"
+        assert {v["view"]: v["verdict"] for v in first["views"]}["A"] == "undecided"
+        assert "unreadable" in {v["view"]: v["reason"] for v in first["views"]}["A"]
+        assert second["set"] == 2 and second["verdict"] == "clear"
+        assert station.listener_errors >= 2 and station.thread.is_alive()
+    recs = [json.loads(x) for x in log.read_text().splitlines()]
+    assert sorted({r["set"] for r in recs}) == [1, 2]
+    assert verify_record(tmp_path / "r.db")["sets"] == 2
+
+
+def test_a_record_that_fails_does_not_stop_the_station(checker: Checker, tmp_path: Path) -> None:
+    with station_at(checker, tmp_path, http=False) as (station, _):
+        station.record.conn.execute("PRAGMA query_only=1")  # every write now fails
+        drop_set(tmp_path / "inbox", "1")
+        wait_for(lambda: station.sets_this_run >= 1)
+        st = station.status()
+        assert "could not be recorded" in st["record_error"] and st["latest"]["recorded"] is False
+        assert station.get_set(st["latest"]["set"])["recorded"] is False
+        assert [s["set"] for s in station.list_sets()] == [st["latest"]["set"]]
+        station.record.conn.execute("PRAGMA query_only=0")
+        drop_set(tmp_path / "inbox", "2")
+        wait_for(lambda: station.sets_this_run >= 2)
+        assert station.status()["record_error"] is None and station.status()["latest"]["recorded"]
+
+
+def test_set_numbers_continue_across_runs_of_one_record(checker: Checker, tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    for run in range(2):
+        with station_at(checker, tmp_path / f"run{run}", record=db, http=False) as (station, _):
+            drop_set(station.watch_dir, f"{run}")
+            wait_for(lambda: station.sets_this_run >= 1)
+            assert station.latest["set"] == run + 1
+            assert station.get_set(run + 1)["views"][0]["overlay_url"].startswith("/overlays/run-")
+    rep = verify_record(db)
+    assert rep["ok"] and rep["sets"] == 2 and rep["starts"] == 2
+
+
+def test_shift_windows_and_counts() -> None:
+    import datetime as dt
+
+    tz = dt.timezone(dt.timedelta(hours=1))
+    starts = parse_shifts("22:00,06:00,14:00")
+    now = dt.datetime(2026, 12, 3, 5, 30, tzinfo=tz)  # the night shift that began yesterday at 22:00
+    w = shift_windows(now, starts, 3)
+    assert [(a.day, a.hour, b.day, b.hour) for a, b in w] == [(2, 22, 3, 6), (2, 14, 2, 22), (2, 6, 2, 14)]
+    sets = [(1, "clear", "2026-12-03T04:00:00+00:00"),   # 05:00 local: current shift
+            (2, "leftover", "2026-12-02T20:59:59+00:00"),  # 21:59:59 local: the evening shift
+            (3, "clear", "2026-12-02T21:00:00Z"),  # 22:00 local exactly: the night shift
+            (4, "clear", "2026-12-01T10:00:00Z")]  # before the windows
+    c = count_per_shift(w, sets)
+    assert [x["counts"] for x in c] == [{"clear": 2, "leftover": 0, "undecided": 0},
+                                        {"clear": 0, "leftover": 1, "undecided": 0},
+                                        {"clear": 0, "leftover": 0, "undecided": 0}]
+    from lineclear.errors import UsageError
+
+    for bad in ("25:00", "06:00,06:00", "", "six"):
+        with pytest.raises(UsageError):
+            parse_shifts(bad)

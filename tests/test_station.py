@@ -264,3 +264,62 @@ def test_shift_windows_and_counts() -> None:
     for bad in ("25:00", "06:00,06:00", "", "six"):
         with pytest.raises(UsageError):
             parse_shifts(bad)
+
+
+def test_opcua_client_reads_the_nodes_of_a_checked_set(checker: Checker, tmp_path: Path) -> None:
+    """A real asyncua client on loopback reads what the PLC would, before and after a leftover set."""
+    import asyncio
+
+    from asyncua import Client, ua
+
+    from lineclear.station.opcua import NAMESPACE, OpcUaServer
+    from tests.station_util import free_port
+
+    url = f"opc.tcp://127.0.0.1:{free_port()}/lineclear/"
+
+    async def read(names: list[str]) -> dict[str, object]:
+        async with Client(url=url, timeout=10) as client:
+            ns = await client.get_namespace_index(NAMESPACE)
+            nodes = [client.get_node(ua.NodeId(n, ns)) for n in names]
+            values = await client.read_values(nodes)
+            return dict(zip(names, values))
+
+    names = ["Station.LineClear", "Station.Undecided", "Station.ExitCode", "Station.SetNumber", "Station.Verdict",
+             "Station.CheckedUtc"] + [f"Station.Views.{v}.{k}" for v in ("A", "B")
+                                      for k in ("Verdict", "Score", "Threshold", "Reason", "SetNumber", "CheckedUtc")]
+    with station_at(checker, tmp_path, record=tmp_path / "r.db", http=False) as (station, _):
+        server = OpcUaServer(url, station.views)
+        server.start()
+        try:
+            station.listeners.append(server.publish)
+            before = asyncio.run(read(names))
+            assert before["Station.LineClear"] is False and before["Station.Undecided"] is True
+            assert before["Station.ExitCode"] == 4 and before["Station.SetNumber"] == 0
+            drop_set(station.watch_dir, "1", leftover=True)
+            wait_for(lambda: station.sets_this_run >= 1)
+            got = asyncio.run(read(names))
+            summary = station.latest
+            views = {v["view"]: v for v in summary["views"]}
+            assert got["Station.LineClear"] is False and got["Station.Undecided"] is False
+            assert got["Station.ExitCode"] == 3 and got["Station.Verdict"] == "leftover" and got["Station.SetNumber"] == 1
+            assert got["Station.Views.A.Verdict"] == "leftover" and got["Station.Views.B.Verdict"] == "clear"
+            assert got["Station.Views.A.Score"] == pytest.approx(views["A"]["score"])
+            assert got["Station.Views.A.Threshold"] == pytest.approx(views["A"]["threshold"])
+            assert got["Station.Views.A.Score"] > got["Station.Views.A.Threshold"]
+            assert got["Station.Views.A.Reason"] == views["A"]["reason"] and got["Station.Views.B.SetNumber"] == 1
+            checked = got["Station.CheckedUtc"].replace(tzinfo=None).isoformat(timespec="milliseconds")
+            assert summary["checked_utc"].startswith(checked)
+            drop_set(station.watch_dir, "2")
+            wait_for(lambda: station.sets_this_run >= 2)
+            got = asyncio.run(read(["Station.LineClear", "Station.ExitCode", "Station.SetNumber"]))
+            assert got == {"Station.LineClear": True, "Station.ExitCode": 0, "Station.SetNumber": 2}
+            # read-only for clients: a PLC cannot fake a clear line
+            async def write() -> None:
+                async with Client(url=url, timeout=10) as client:
+                    ns = await client.get_namespace_index(NAMESPACE)
+                    await client.get_node(ua.NodeId("Station.ExitCode", ns)).write_value(ua.Variant(0, ua.VariantType.Int32))
+
+            with pytest.raises(ua.UaStatusCodeError):
+                asyncio.run(write())
+        finally:
+            server.stop()

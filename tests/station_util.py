@@ -77,6 +77,7 @@ def station_at(checker: Checker, tmp: Path, *, record: Path | str | None = None,
         yield station, url
     finally:
         if server is not None:
+            app.state.hub.close_threadsafe()
             server.should_exit = True
             thread.join(10)
         station.stop()

@@ -110,7 +110,14 @@ def serve_command(
         app = create_app(station, token=token, allowed_hosts=hosts)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3,
                                 limit_concurrency=200, h11_max_incomplete_event_size=16 * 1024, access_log=False)
-        server = uvicorn.Server(config)
+        hub = app.state.hub
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig, frame) -> None:
+                hub.close_threadsafe()  # the page's event streams end now, not after the graceful timeout
+                super().handle_exit(sig, frame)
+
+        server = Server(config)
         station.start()
         shown = f"[{host}]" if ":" in host else host
         console.note(f"station at http://{shown}:{port}/ watching {watch} (views {', '.join(station.views)}); "

@@ -152,6 +152,12 @@ class Hub:
     def close(self) -> None:
         self._fan_out(None)
 
+    def close_threadsafe(self) -> None:
+        """End every event stream (from any thread): a server shutting down does not wait for them."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.close)
+
     @contextlib.contextmanager
     def subscribe(self):
         q: asyncio.Queue = asyncio.Queue(maxsize=self.queue_size)

@@ -323,3 +323,18 @@ def test_opcua_client_reads_the_nodes_of_a_checked_set(checker: Checker, tmp_pat
                 asyncio.run(write())
         finally:
             server.stop()
+
+
+def test_answers_match_the_documented_models(served) -> None:
+    """The read endpoints send pre-rendered JSON: the OpenAPI models must still describe it."""
+    from lineclear.station.app import SetDetail, SetList, Status
+
+    station, client, _, _ = served
+    Status.model_validate(client.get("/api/status").json())
+    SetList.model_validate(client.get("/api/sets").json())
+    SetDetail.model_validate(client.get("/api/sets/1").json())
+    # a change of the station shows at once (the cache is keyed by the station's version)
+    before = client.get("/api/sets/1").json()["acks"]
+    station.acknowledge(1, "Bo", "")
+    assert before == [] and client.get("/api/sets/1").json()["acks"][0]["name"] == "Bo"
+    assert client.get("/api/sets").json()["sets"][0]["acks"][0]["name"] == "Bo"

@@ -25,11 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
+import threading
+import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Callable, Optional
 
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
@@ -168,6 +171,28 @@ class Hub:
             self.queues.discard(q)
 
 
+class RenderedCache:
+    """JSON responses rendered once per version of the station (and at most ``max_age`` seconds old)."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self.items: dict[tuple, tuple[int, float, bytes]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple, version: int, render: Callable[[], Any], max_age: float | None = None) -> Response:
+        now = time.monotonic()
+        hit = self.items.get(key)
+        if hit is not None and hit[0] == version and (max_age is None or now - hit[1] < max_age):
+            body = hit[2]
+        else:
+            body = json.dumps(render(), separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+            with self.lock:
+                if len(self.items) >= self.size:
+                    self.items.clear()
+                self.items[key] = (version, now, body)
+        return Response(body, media_type="application/json")
+
+
 class BodyLimit:
     """Refuse request bodies above ``limit`` bytes (413) and bodies without a Content-Length (411)."""
 
@@ -243,21 +268,31 @@ def create_app(station: Station, *, token: str | None = None, allowed_hosts: lis
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    # The read endpoints answer from a cache of rendered JSON that every change of the station (a set, an
+    # acknowledgement, an event) invalidates: twenty clients polling cost the watch loop next to nothing.
+    # The response models document the answers (OpenAPI); tests validate real answers against them.
+    cache = RenderedCache()
+
     @app.get("/api/status", response_model=Status, summary="The latest verdict per view, counts, shifts")
-    def status() -> dict[str, Any]:
-        return {**station.status(), "acknowledgements": token is not None}
+    def status() -> Response:
+        return cache.get(("status",), station.version, lambda: {**station.status(), "acknowledgements": token is not None},
+                         max_age=1.0)
 
     @app.get("/api/sets", response_model=SetList, summary="Sets with a number above `since`, oldest first")
-    def sets(since: int = Query(0, ge=0, le=2**62), limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
-        return {"since": since, "sets": station.list_sets(since, limit), "last_set": station.record.last_set_no() or None}
+    def sets(since: int = Query(0, ge=0, le=2**62), limit: int = Query(100, ge=1, le=1000)) -> Response:
+        return cache.get(("sets", since, limit), station.version, lambda: {
+            "since": since, "sets": station.list_sets(since, limit), "last_set": station.record.last_set_no() or None})
 
     @app.get("/api/sets/{n}", response_model=SetDetail, summary="One set with its record row",
              responses={404: {"description": "no such set"}})
-    def one_set(n: int = PathParam(ge=1, le=2**62)) -> dict[str, Any]:
-        got = station.get_set(n)
-        if got is None:
-            raise HTTPException(404, f"no set {n}")
-        return got
+    def one_set(n: int = PathParam(ge=1, le=2**62)) -> Response:
+        def render() -> dict[str, Any]:
+            got = station.get_set(n)
+            if got is None:
+                raise HTTPException(404, f"no set {n}")
+            return got
+
+        return cache.get(("set", n), station.version, render)
 
     @app.post("/api/sets/{n}/ack", response_model=Ack, status_code=201, dependencies=[Depends(check_token)],
               summary="Acknowledge a set (appended to the record)",

@@ -69,6 +69,8 @@ class Station:
         self.latest: dict[str, Any] | None = None
         self.unrecorded: dict[int, dict[str, Any]] = {}  # sets the record could not take, by number
         self.events: list[str] = []
+        self.version = 0  # bumped by every set, acknowledgement and event: the status cache's key
+        self._status_cache: tuple[int, float, dict[str, Any]] | None = None
         self.next_no = record.last_set_no() + 1
         self.sets_this_run = 0
         self.counts = self._recorded_counts()
@@ -143,7 +145,18 @@ class Station:
         since = windows[-1][0].astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds")
         return count_per_shift(windows, self.record.sets_since_utc(since))
 
-    def status(self) -> dict[str, Any]:
+    def status(self, max_age: float = 1.0) -> dict[str, Any]:
+        """The station's state for the page; computed at most once per ``max_age`` seconds between changes
+        (twenty clients polling it cost one computation, not twenty)."""
+        cached = self._status_cache
+        if cached is not None and cached[0] == self.version and time.monotonic() - cached[1] < max_age:
+            return cached[2]
+        version = self.version
+        out = self._status()
+        self._status_cache = (version, time.monotonic(), out)
+        return out
+
+    def _status(self) -> dict[str, Any]:
         with self.lock:
             latest, counts = self.latest, dict(self.counts)
         alive = self.thread is not None and self.thread.is_alive()
@@ -174,6 +187,7 @@ class Station:
         return ack
 
     def _publish(self, kind: str, data: dict[str, Any]) -> None:
+        self.version += 1
         for listener in list(self.listeners):
             try:
                 listener(kind, data)
@@ -182,6 +196,7 @@ class Station:
                 self._event(f"listener failed: {_short(exc)}")
 
     def _event(self, msg: str) -> None:
+        self.version += 1
         self.events.append(f"{time.strftime('%H:%M:%S')} {msg}")
         del self.events[:-100]
         self.on_event(msg)

@@ -20,6 +20,13 @@ function fmtTime(iso) {
   return isNaN(d) ? iso : d.toLocaleString();
 }
 
+function fmtShift(start, end) {
+  const a = new Date(start), b = new Date(end);
+  const hm = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+  return a.toLocaleDateString([], { weekday: "short", day: "numeric" }) + " " +
+    a.toLocaleTimeString([], hm) + "–" + b.toLocaleTimeString([], hm);
+}
+
 function fmtNum(x) {
   return x === null || x === undefined ? "-" : Number(x).toPrecision(4);
 }
@@ -87,7 +94,7 @@ function renderStatus(st) {
   state.acks = st.acknowledgements;
   const tb = $("shifts").tBodies[0];
   tb.replaceChildren(...st.shifts.map((s, i) => el("tr", i === 0 ? { class: "current" } : {},
-    el("td", { text: fmtTime(s.start) + " – " + new Date(s.end).toLocaleTimeString() }),
+    el("td", { text: fmtShift(s.start, s.end) }),
     el("td", { text: String(s.counts.clear) }), el("td", { text: String(s.counts.leftover) }),
     el("td", { text: String(s.counts.undecided) }))));
   $("totals").textContent = "recorded: clear " + st.counts.clear + " · leftover " + st.counts.leftover +

@@ -338,3 +338,86 @@ def test_answers_match_the_documented_models(served) -> None:
     station.acknowledge(1, "Bo", "")
     assert before == [] and client.get("/api/sets/1").json()["acks"][0]["name"] == "Bo"
     assert client.get("/api/sets").json()["sets"][0]["acks"][0]["name"] == "Bo"
+
+
+# -- the command ---------------------------------------------------------------------------------------------
+
+
+def test_serve_command_end_to_end_and_ctrl_c(bundle: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    """``lineclear serve`` in this process: a set checked, acknowledged over HTTP, read over OPC UA; Ctrl-C stops it."""
+    import signal
+    import threading
+
+    from tests.conftest import run_cli
+    from tests.station_util import free_port
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    port, ua_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    seen: dict = {}
+
+    def drive() -> None:
+        try:
+            wait_for(lambda: _get(url + "/api/status"), 60)
+            drop_set(inbox, "1", leftover=True)
+            seen["set"] = wait_for(lambda: (_get(url + "/api/sets/1") or {}).get("verdict"), 30)
+            r = httpx.post(url + "/api/sets/1/ack", json={"name": "Ana"}, headers={"Authorization": f"Bearer {TOKEN}"})
+            seen["ack"] = r.status_code
+            seen["host"] = httpx.get(url + "/api/status", headers={"Host": "evil.example"}).status_code
+            import asyncio
+
+            from asyncua import Client, ua
+
+            async def read() -> int:
+                async with Client(url=f"opc.tcp://127.0.0.1:{ua_port}/lineclear/", timeout=10) as c:
+                    ns = await c.get_namespace_index("urn:lineclear:station")
+                    return await c.get_node(ua.NodeId("Station.ExitCode", ns)).read_value()
+
+            seen["exit_code"] = asyncio.run(read())
+        finally:
+            time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=drive, daemon=True).start()
+    rc = run_cli(["serve", str(bundle), "--watch", str(inbox), "--port", str(port), "--record", str(tmp_path / "r.db"),
+                  "--token-file", str(token), "--opcua", f"opc.tcp://127.0.0.1:{ua_port}/lineclear/",
+                  "--overlay-dir", str(tmp_path / "ov"), "--log", str(tmp_path / "v.jsonl"), "--settle", "0.15",
+                  "--poll", "0.05", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert seen == {"set": "leftover", "ack": 201, "host": 400, "exit_code": 3}, (seen, err)
+    assert "station at http://127.0.0.1:" in err and "stopped after 1 set(s)" in err
+    rep = verify_record(tmp_path / "r.db")
+    assert rep["ok"] and (rep["starts"], rep["sets"], rep["acknowledgements"]) == (1, 1, 1)
+    assert len((tmp_path / "v.jsonl").read_text().splitlines()) == 2
+    assert list((tmp_path / "ov").glob("run-*/set000001_A__A_1.png"))
+
+
+def _get(url: str):
+    try:
+        r = httpx.get(url, timeout=5)
+    except httpx.HTTPError:
+        return None
+    return r.json() if r.status_code == 200 else None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--opcua", "http://x"], "expected opc.tcp://HOST:PORT"),
+    (["--shifts", "6am"], "not a clock time"),
+    (["--token-file", "{tmp}/short"], "at least 16 characters"),
+    (["--token-file", "{tmp}/missing"], "cannot read the token file"),
+])
+def test_serve_refuses_bad_options_in_one_line(bundle: Path, tmp_path: Path, capsys, args, message) -> None:  # noqa: F811
+    from tests.conftest import run_cli
+
+    (tmp_path / "short").write_text("abc\n")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    rc = run_cli(["serve", str(bundle), "--watch", str(inbox), *[a.format(tmp=tmp_path) for a in args]])
+    err = capsys.readouterr().err
+    assert rc in (1, 2) and message in err and "Traceback" not in err
+    assert run_cli(["serve", str(bundle), "--watch", str(tmp_path / "nowhere")]) in (1, 2)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
+from rich.markup import escape
 
 from lineclear.cli import console
 from lineclear.cli.options import Device
@@ -99,7 +100,7 @@ def serve_command(
     ua_server = None
     try:
         station = Station(checker, watch, rec, overlay_dir or temp_overlays, opts, log_path=log, shifts=shifts,
-                          on_event=lambda m: console.note(m) if not console.state.quiet else None)
+                          on_event=lambda m: console.note(escape(m)) if not console.state.quiet else None)
         if opcua is not None:
             ua_server = OpcUaServer(opcua, station.views)
             ua_server.start()

@@ -43,7 +43,7 @@ DEFAULT_URL = "opc.tcp://127.0.0.1:4840/lineclear/"
 def check_url(url: str) -> str:
     u = urlparse(url)
     if u.scheme != "opc.tcp" or not u.hostname or not u.port:
-        raise UsageError(f"--opcua {url!r}: expected opc.tcp://HOST:PORT[/path], e.g. {DEFAULT_URL}")
+        raise UsageError(f"--opcua {url!r}: expected opc.tcp://HOST:PORT/PATH, e.g. {DEFAULT_URL}")
     return url
 
 

@@ -126,12 +126,19 @@ def _connect(path: str | os.PathLike, readonly: bool) -> sqlite3.Connection:
     return sqlite3.connect(p, check_same_thread=False, isolation_level=None, timeout=10)
 
 
+def damaged(path: Any, exc: Exception) -> LineclearError:
+    """One line for an SQLite error: a busy database is not a damaged one."""
+    msg = " ".join(str(exc).split())[:200]  # damaged text may hold newlines and be long
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in msg or "unable to open" in msg or "busy" in msg):
+        return LineclearError(f"{path}: cannot open the record ({msg})")
+    if "file is not a database" in msg:
+        return FormatError(f"{path}: not an SQLite database ({msg})")
+    return FormatError(f"{path}: the record's SQLite file is damaged ({msg})")
+
+
 def _schema_of(conn: sqlite3.Connection, path: Any) -> None:
     """Check that an existing database is a lineclear record of a version this lineclear reads."""
-    try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as exc:
-        raise FormatError(f"{path}: not an SQLite database ({exc})") from None
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "meta" not in tables or "entries" not in tables:
         raise FormatError(f"{path}: not a lineclear record (no meta/entries tables; expected {RECORD_SCHEMA})")
     row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
@@ -153,10 +160,10 @@ class Record:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = _connect(path, readonly)
-            fresh = not readonly and not self.conn.execute("SELECT name FROM sqlite_master").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise FormatError(f"{path}: not an SQLite database ({exc})") from None
+        except sqlite3.Error as exc:
+            raise LineclearError(f"{path}: cannot open the record ({exc})") from None
         try:
+            fresh = not readonly and not self.conn.execute("SELECT name FROM sqlite_master").fetchall()
             if fresh:
                 self._create()
             else:
@@ -164,8 +171,10 @@ class Record:
             if not readonly and str(path) != ":memory:":
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=FULL")
-        except BaseException:
+        except BaseException as exc:
             self.conn.close()
+            if isinstance(exc, (sqlite3.Error, UnicodeDecodeError)):
+                raise damaged(path, exc) from None
             raise
 
     def _create(self) -> None:
@@ -268,21 +277,22 @@ class Record:
 
 def open_record(path: str | os.PathLike) -> Record:
     """Open (or create) a record for appending; a foreign or damaged file is a :class:`FormatError`."""
-    try:
-        return Record(path)
-    except sqlite3.OperationalError as exc:
-        raise LineclearError(f"{path}: cannot open the record ({exc})") from None
+    return Record(path)
 
 
 def read_record(path: str | os.PathLike) -> Record:
     """Open an existing record read-only (verify, export)."""
-    try:
-        return Record(path, readonly=True)
-    except sqlite3.OperationalError as exc:
-        raise LineclearError(f"{path}: cannot open the record ({exc})") from None
+    return Record(path, readonly=True)
 
 
 # -- verification ----------------------------------------------------------------------------------------------
+
+
+def _typed(e: Entry) -> bool:
+    """Every column of the type lineclear writes (SQLite stores whatever a damaged page says)."""
+    return (type(e.seq) is int and isinstance(e.kind, str) and (e.set_no is None or type(e.set_no) is int)
+            and (e.verdict is None or isinstance(e.verdict, str)) and isinstance(e.created_utc, str)
+            and isinstance(e.body_text, str) and isinstance(e.prev_hash, str) and isinstance(e.hash, str))
 
 
 def _body_problem(e: Entry, known_sets: set[int]) -> str | None:
@@ -320,6 +330,14 @@ def verify_record(path: str | os.PathLike, head: str | None = None, max_problems
         if not (seq_s.isdigit() and len(h) == 64 and all(c in "0123456789abcdef" for c in h)):
             raise LineclearError(f"--head {head!r}: expected SEQ:HASH (e.g. 12:3fa9..., 64 hex digits)")
         anchor = (int(seq_s), h)
+    with read_record(path) as rec:
+        try:
+            return _verify(rec, path, anchor, max_problems)
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # text that is not UTF-8: damaged too
+            raise damaged(path, exc) from None
+
+
+def _verify(rec: Record, path: Any, anchor: tuple[int, str] | None, max_problems: int) -> dict[str, Any]:
     problems: list[dict[str, Any]] = []
     counts = {k: 0 for k in KINDS}
     known_sets: set[int] = set()
@@ -328,35 +346,37 @@ def verify_record(path: str | os.PathLike, head: str | None = None, max_problems
         if len(problems) < max_problems:
             problems.append({"seq": seq, "problem": what})
 
-    with read_record(path) as rec:
-        triggers = {r[0] for r in rec.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
-        missing = [t for t in _TRIGGERS if t not in triggers]
-        if missing:
-            problem(None, f"the append-only triggers were removed ({', '.join(missing)}): rows may have been changed")
-        prev_seq, prev_hash = 0, GENESIS
-        last = None
-        n = 0
-        for e in rec.entries():
-            n += 1
-            if e.seq != prev_seq + 1:
-                gap = f"row {prev_seq + 1}" if e.seq == prev_seq + 2 else f"rows {prev_seq + 1}-{e.seq - 1}"
-                problem(prev_seq + 1, f"{gap} deleted (row {e.seq} follows row {prev_seq})")
-            elif e.prev_hash != prev_hash:
-                problem(e.seq, f"row {e.seq} does not chain to row {prev_seq}: inserted, or row {prev_seq} replaced")
-            if row_hash(e.seq, e.kind, e.set_no, e.verdict, e.created_utc, e.body_text, e.prev_hash) != e.hash:
-                problem(e.seq, f"row {e.seq} edited: its hash does not match its content")
-            else:
-                bad = _body_problem(e, known_sets)
-                if bad:
-                    problem(e.seq, f"row {e.seq}: {bad}")
-            if anchor is not None and e.seq == anchor[0] and e.hash != anchor[1]:
-                problem(e.seq, f"row {e.seq} is not the row of the given head: the record was rewritten up to it")
-            if e.kind in counts:
-                counts[e.kind] += 1
-            if e.kind == "set" and e.set_no is not None:
-                known_sets.add(e.set_no)
-            prev_seq, prev_hash = e.seq, e.hash
-            last = e
+    triggers = {r[0] for r in rec.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    missing = [t for t in _TRIGGERS if t not in triggers]
+    if missing:
+        problem(None, f"the append-only triggers were removed ({', '.join(missing)}): rows may have been changed")
+    prev_seq, prev_hash = 0, GENESIS
+    last = None
+    n = 0
+    for e in rec.entries():
+        n += 1
+        if not _typed(e):
+            problem(e.seq if isinstance(e.seq, int) else None, f"row {e.seq!r}: columns of the wrong type (damaged)")
+            continue
+        if e.seq != prev_seq + 1:
+            gap = f"row {prev_seq + 1}" if e.seq == prev_seq + 2 else f"rows {prev_seq + 1}-{e.seq - 1}"
+            problem(prev_seq + 1, f"{gap} deleted (row {e.seq} follows row {prev_seq})")
+        elif e.prev_hash != prev_hash:
+            problem(e.seq, f"row {e.seq} does not chain to row {prev_seq}: inserted, or row {prev_seq} replaced")
+        if row_hash(e.seq, e.kind, e.set_no, e.verdict, e.created_utc, e.body_text, e.prev_hash) != e.hash:
+            problem(e.seq, f"row {e.seq} edited: its hash does not match its content")
+        else:
+            bad = _body_problem(e, known_sets)
+            if bad:
+                problem(e.seq, f"row {e.seq}: {bad}")
+        if anchor is not None and e.seq == anchor[0] and e.hash != anchor[1]:
+            problem(e.seq, f"row {e.seq} is not the row of the given head: the record was rewritten up to it")
+        if e.kind in counts:
+            counts[e.kind] += 1
+        if e.kind == "set" and e.set_no is not None:
+            known_sets.add(e.set_no)
+        prev_seq, prev_hash = e.seq, e.hash
+        last = e
     if anchor is not None and prev_seq < anchor[0]:
         problem(prev_seq + 1, f"rows {prev_seq + 1}-{anchor[0]} deleted: the given head is row {anchor[0]}, "
                               f"the record ends at row {prev_seq}")

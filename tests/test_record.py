@@ -242,3 +242,18 @@ def test_audit_export_csv_and_json(tmp_path: Path, capsys) -> None:
     assert run_cli(["audit", "export", str(db), "--json", str(tmp_path / "x.json"), "--force"]) == 0
     assert json.loads((tmp_path / "x.json").read_text())["verification"]["ok"] is False
     assert run_cli(["audit", "export", str(db)]) == 2
+
+
+@pytest.mark.parametrize("sub", ["verify", "export"])
+def test_audit_help_reads_at_80_columns(sub: str) -> None:
+    from typer.testing import CliRunner
+
+    from lineclear.cli.main import app
+
+    r = CliRunner().invoke(app, ["audit", sub, "--help"], env={"COLUMNS": "80"}, prog_name="lineclear")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].startswith(f"Usage: lineclear audit {sub} [OPTIONS] DB")
+    assert max(len(x) for x in lines) <= 80 and "…" not in r.output and "<bool>" not in r.output
+    for flag in (["--head"] if sub == "verify" else ["--csv", "--json", "--force", "--overwrite"]):
+        assert flag in r.output

@@ -421,3 +421,24 @@ def test_serve_refuses_bad_options_in_one_line(bundle: Path, tmp_path: Path, cap
     err = capsys.readouterr().err
     assert rc in (1, 2) and message in err and "Traceback" not in err
     assert run_cli(["serve", str(bundle), "--watch", str(tmp_path / "nowhere")]) in (1, 2)
+
+
+def test_a_client_that_does_not_read_its_events_is_dropped() -> None:
+    import asyncio
+
+    from lineclear.station.app import Hub
+
+    async def run() -> tuple[list, list, int]:
+        hub = Hub(queue_size=3)
+        hub.loop = asyncio.get_running_loop()
+        with hub.subscribe() as slow, hub.subscribe() as fast:
+            got = []
+            for n in range(1, 6):
+                hub.publish("set", {"set": n})
+                await asyncio.sleep(0)  # the fan-out runs on the loop
+                got.append(fast.get_nowait()[1]["set"])
+            # the slow one was cut off: its stream ends (the page reconnects and catches up)
+            return got, [slow.get_nowait()], len(hub.queues)
+
+    got, slow, left = asyncio.run(run())
+    assert got == [1, 2, 3, 4, 5] and slow == [None] and left == 1

@@ -62,7 +62,7 @@ def serve_command(
 
     A page (one tile per view: verdict, overlay, score against threshold, reason; history; counts per
     shift; acknowledgements), a JSON API (/api/status, /api/sets?since=N, /api/sets/N, OpenAPI at
-    /docs), optionally an OPC UA server for the PLC (--opcua), and a tamper-evident record (--record;
+    /openapi.json), optionally an OPC UA server for the PLC (--opcua), and a tamper-evident record (--record;
     see `lineclear audit`). Ctrl-C stops it (an open image set is checked first).
     """
     try:

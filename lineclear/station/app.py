@@ -11,7 +11,8 @@ route                           what
 ``POST /api/sets/{n}/ack``      acknowledge a set: ``{"name", "comment"}``, ``Authorization: Bearer TOKEN``
 ``GET /api/events``             server-sent events: ``set`` (a checked set's summary), ``ack``
 ``GET /overlays/{path}``        overlay PNGs, from the overlay folder only (no symlink out of it)
-``GET /openapi.json``, ``/docs`` the API's OpenAPI schema and its browsable form
+``GET /openapi.json``           the API's OpenAPI schema (FastAPI's ``/docs`` page is off: it loads
+                                its scripts from a CDN, and the station works offline)
 =============================== ====================================================================
 
 Security: the CLI binds 127.0.0.1 unless told otherwise; the ``Host`` header must name an allowed host
@@ -233,7 +234,7 @@ class SecurityHeaders:
 
 
 def create_app(station: Station, *, token: str | None = None, allowed_hosts: list[str] | None = None,
-               max_body: int = MAX_BODY, docs: bool = True) -> FastAPI:
+               max_body: int = MAX_BODY) -> FastAPI:
     """The app for ``station``. ``token`` None: acknowledgements are refused (403).
 
     ``allowed_hosts``: ``Host`` header values accepted (default: the loopback names).
@@ -254,7 +255,7 @@ def create_app(station: Station, *, token: str | None = None, allowed_hosts: lis
 
     app = FastAPI(title="lineclear station", version=__version__, lifespan=lifespan,
                   description="Line-clearance verdicts per camera view, live; operator acknowledgements.",
-                  docs_url="/docs" if docs else None, redoc_url=None)
+                  docs_url=None, redoc_url=None)
     app.state.station, app.state.hub = station, hub
     bearer = HTTPBearer(auto_error=False, description="the station's token (`lineclear serve --token-file`)")
 

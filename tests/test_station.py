@@ -443,3 +443,18 @@ def test_a_client_that_does_not_read_its_events_is_dropped() -> None:
 
     got, slow, left = asyncio.run(run())
     assert got == [1, 2, 3, 4, 5] and slow == [None] and left == 1
+
+
+def test_serve_on_a_port_in_use_says_so(bundle: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    import socket
+
+    from tests.conftest import run_cli
+
+    (tmp_path / "inbox").mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        rc = run_cli(["serve", str(bundle), "--watch", str(tmp_path / "inbox"), "--port", str(port), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"cannot serve on 127.0.0.1:{port}" in err

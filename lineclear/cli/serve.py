@@ -127,6 +127,8 @@ def serve_command(
             server.run()
         except KeyboardInterrupt:
             pass
+        except SystemExit:  # uvicorn exits when it cannot bind; say so in lineclear's one line
+            server.started = False
         if not server.started:
             raise LineclearError(f"cannot serve on {host}:{port} (address in use, or not this machine's?)")
     finally:

@@ -257,3 +257,32 @@ def test_audit_help_reads_at_80_columns(sub: str) -> None:
     assert max(len(x) for x in lines) <= 80 and "…" not in r.output and "<bool>" not in r.output
     for flag in (["--head"] if sub == "verify" else ["--csv", "--json", "--force", "--overwrite"]):
         assert flag in r.output
+
+
+def test_two_writers_never_number_two_sets_alike(tmp_path: Path) -> None:
+    import threading
+
+    db = tmp_path / "rec.db"
+    open_record(db).close()
+    recs = [open_record(db), open_record(db)]  # two stations on one file
+    got: list[int] = []
+
+    def write(rec, k: int) -> None:
+        for _ in range(15):
+            e = rec.append_set(lambda n: {"set": n, "verdict": _doc("clear")}, "clear", at_least=1)
+            got.append(e.set_no)
+
+    ts = [threading.Thread(target=write, args=(r, i)) for i, r in enumerate(recs)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for r in recs:
+        r.close()
+    assert sorted(got) == list(range(1, 31))
+    rep = verify_record(db)
+    assert rep["ok"] and rep["sets"] == 30
+    # a floor above the record's last number is kept (numbers shown while the record failed are not reused)
+    with open_record(db) as rec:
+        assert rec.append_set(lambda n: {"set": n, "verdict": _doc("clear")}, "clear", at_least=40).set_no == 40
+        assert rec.append_set(lambda n: {"set": n, "verdict": _doc("clear")}, "clear", at_least=1).set_no == 41

@@ -43,7 +43,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from lineclear import __version__
 from lineclear.errors import FormatError, LineclearError
@@ -200,15 +200,28 @@ class Record:
     def append(self, kind: str, body: dict[str, Any], *, set_no: int | None = None, verdict: str | None = None,
                created_utc: str | None = None) -> Entry:
         """Append one row in its own transaction (committed and synced on return); returns it."""
+        return self._append(kind, lambda _: body, set_no=set_no, verdict=verdict, created_utc=created_utc)
+
+    def append_set(self, make_body: Callable[[int], dict[str, Any]], verdict: str, at_least: int = 1) -> Entry:
+        """Append a ``set`` row numbered one above the record's last set (and at least ``at_least``), in the
+        same transaction as the insert: two writers never give two sets one number. ``make_body(set_no)``
+        builds the body."""
+        return self._append("set", make_body, set_no=at_least, verdict=verdict, number_set=True)
+
+    def _append(self, kind: str, make_body: Callable[[int], dict[str, Any]], *, set_no: int | None,
+                verdict: str | None, created_utc: str | None = None, number_set: bool = False) -> Entry:
         if kind not in KINDS:
             raise ValueError(f"kind {kind!r} is not one of {KINDS}")
         if verdict is not None and verdict not in _VERDICTS:
             raise ValueError(f"verdict {verdict!r} is not one of {_VERDICTS}")
-        text = canonical_json(body)
         created = created_utc or utc_now()
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
+                if number_set:
+                    top = self.conn.execute("SELECT MAX(set_no) FROM entries WHERE kind='set'").fetchone()[0]
+                    set_no = max(int(top or 0) + 1, set_no or 1)
+                text = canonical_json(make_body(set_no or 0))
                 last = self.conn.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
                 seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
                 h = row_hash(seq, kind, set_no, verdict, created, text, prev)

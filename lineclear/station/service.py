@@ -204,19 +204,22 @@ class Station:
     def on_result(self, result: CheckResult, _watch_no: int) -> None:
         """Record the set, then tell the listeners; never raises (it runs inside the watch loop)."""
         try:
-            with self.lock:
-                n = self.next_no
-                self.next_no += 1
             doc = result.to_dict()
-            body = set_body(n, doc, self.bundle)
+            body = set_body(0, doc, self.bundle)  # hashes taken outside the record's transaction
             try:
-                entry: Entry | dict[str, Any] = self.record.append("set", body, set_no=n, verdict=result.verdict)
+                # the record numbers the set inside its transaction: two stations on one file cannot collide
+                # (at least next_no: numbers given to sets the record could not take are not reused)
+                entry: Entry | dict[str, Any] = self.record.append_set(
+                    lambda no: {**body, "set": no}, result.verdict, at_least=self.next_no)
+                n = int(entry.set_no)  # type: ignore[union-attr,arg-type]
                 self.record_error = None
             except Exception as exc:  # noqa: BLE001 - the set is still shown, flagged unrecorded
+                n = max(self.next_no, max(self.unrecorded, default=0) + 1)
                 self.record_error = f"set {n} could not be recorded: {_short(exc)}"
                 self._event(self.record_error)
-                self.unrecorded[n] = body
-                entry = body
+                entry = self.unrecorded[n] = {**body, "set": n}
+            with self.lock:
+                self.next_no = n + 1
             summary = self.summary(entry)
             with self.lock:
                 self.latest = summary

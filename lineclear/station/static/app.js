@@ -23,7 +23,7 @@ function fmtTime(iso) {
 function fmtShift(start, end) {
   const a = new Date(start), b = new Date(end);
   const hm = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
-  return a.toLocaleDateString([], { weekday: "short", day: "numeric" }) + " " +
+  return a.toLocaleDateString([], { weekday: "short" }) + " " +
     a.toLocaleTimeString([], hm) + "–" + b.toLocaleTimeString([], hm);
 }
 

@@ -205,7 +205,13 @@ def test_audit_verify_exit_codes_and_the_named_row(tmp_path: Path, capsys) -> No
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] and out["rows"] == 5
     head = out["head"]
-    _raw(db).execute("DELETE FROM entries WHERE seq=2")
+    conn = _raw(db)
+    conn.execute("UPDATE entries SET body=replace(body, '\"leftover\"', '\"clear\"') WHERE seq=3")
+    assert run_cli(["audit", "verify", str(db)]) == 1
+    cap = capsys.readouterr()
+    assert "row 3 edited: its hash does not match its content" in cap.err
+    assert [p["seq"] for p in json.loads(cap.out)["problems"]] == [None, 3]  # triggers dropped, row 3
+    conn.execute("DELETE FROM entries WHERE seq=2")
     assert run_cli(["audit", "verify", str(db), "--head", head]) == 1
     cap = capsys.readouterr()
     assert json.loads(cap.out)["ok"] is False

@@ -458,3 +458,44 @@ def test_serve_on_a_port_in_use_says_so(bundle: Path, tmp_path: Path, capsys) ->
         rc = run_cli(["serve", str(bundle), "--watch", str(tmp_path / "inbox"), "--port", str(port), "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 1 and f"cannot serve on 127.0.0.1:{port}" in err
+
+
+def test_after_a_restart_the_plc_sees_undecided_not_the_records_last_set(bundle: Path, tmp_path: Path,  # noqa: F811
+                                                                          capsys) -> None:
+    import asyncio
+    import signal
+    import threading
+
+    from asyncua import Client, ua
+
+    from tests.conftest import run_cli
+    from tests.station_util import free_port
+    from tests.test_record import _doc
+
+    db = tmp_path / "r.db"
+    with open_record(db) as rec:  # a clear set from an earlier run
+        rec.append_set(lambda n: {"set": n, "verdict": _doc("clear")}, "clear")
+    (tmp_path / "inbox").mkdir()
+    port, ua_port = free_port(), free_port()
+    seen: dict = {}
+
+    def drive() -> None:
+        try:
+            seen["page"] = wait_for(lambda: (_get(f"http://127.0.0.1:{port}/api/status") or {}).get("last_set"), 60)
+
+            async def read() -> list:
+                async with Client(url=f"opc.tcp://127.0.0.1:{ua_port}/lineclear/", timeout=10) as c:
+                    ns = await c.get_namespace_index("urn:lineclear:station")
+                    return await c.read_values([c.get_node(ua.NodeId(f"Station.{k}", ns))
+                                                for k in ("LineClear", "Undecided", "ExitCode", "SetNumber")])
+
+            seen["plc"] = asyncio.run(read())
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=drive, daemon=True).start()
+    rc = run_cli(["-q", "serve", str(bundle), "--watch", str(tmp_path / "inbox"), "--port", str(port),
+                  "--record", str(db), "--opcua", f"opc.tcp://127.0.0.1:{ua_port}/lineclear/", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    # the page shows the record's last set; the PLC is not told "clear" from before the restart
+    assert seen == {"page": 1, "plc": [False, True, 4, 0]}

@@ -104,8 +104,7 @@ def serve_command(
         if opcua is not None:
             ua_server = OpcUaServer(opcua, station.views)
             ua_server.start()
-            if station.latest is not None:
-                ua_server.publish("set", station.latest)
+            # not the record's last set: after a restart the PLC waits for a fresh check (Undecided until then)
             station.listeners.append(ua_server.publish)
             console.note(f"OPC UA server at {opcua} (namespace urn:lineclear:station)")
         app = create_app(station, token=token, allowed_hosts=hosts)

@@ -88,6 +88,15 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc), 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _free_port() -> int:
     import socket
 
@@ -233,9 +242,11 @@ def main(argv: list[str]) -> dict:
 
         producer = threading.Thread(target=produce, daemon=True)
         load_t0 = time.monotonic()
+        server_cpu0, own_cpu0 = _cpu_seconds(proc.pid), time.process_time()
         producer.start()
         lat = asyncio.run(_clients(url, n_clients, seconds, last_set))
         load_s = time.monotonic() - load_t0
+        server_cpu, own_cpu = _cpu_seconds(proc.pid) - server_cpu0, time.process_time() - own_cpu0
         producer.join()
         t_wait = time.monotonic()
         while len(events) < n_sets and time.monotonic() - t_wait < 180:
@@ -282,6 +293,8 @@ def main(argv: list[str]) -> dict:
         print(f"{name:28s} {r['n']:7d} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} {r['max']:8.1f}")
     rps = n_req / max(load_s, 1e-9)
     print(f"{rps:.0f} requests/s, {len(errors)} failed; bare check (no server) {bare_ms:.0f} ms median")
+    print(f"CPU during the load phase: station {server_cpu:.1f} s (checks and HTTP), the load generator "
+          f"(clients, listener, producer) {own_cpu:.1f} s, over {load_s:.0f} s on {os.cpu_count()} cores")
     api_ratio = (f"loaded/idle API p50 {out_rows['load all']['p50'] / out_rows['idle /api/status (1 client)']['p50']:.1f}x; "
                  if n_req else "")
     print(f"ratios: {api_ratio}drop→event p50 / bare check {out_rows['set dropped → event']['p50'] / bare_ms:.1f}x "
@@ -294,6 +307,7 @@ def main(argv: list[str]) -> dict:
     return {"sets": n_sets, "clients": n_clients, "seconds": seconds, "requests": n_req, "rps": round(rps, 1),
             "failed_requests": len(errors), "latency_ms": out_rows, "bare_check_ms": round(bare_ms, 1),
             "lost": lost, "record_ok": rep["ok"], "counts": status["counts"], "exit_code": rc,
+            "station_cpu_s": round(server_cpu, 1), "load_generator_cpu_s": round(own_cpu, 1),
             "load_average": os.getloadavg()[0]}
 
 

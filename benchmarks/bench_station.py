@@ -4,7 +4,8 @@ Builds a two-view bundle from the synthetic dataset (views A and B at 384×256, 
 its ``demo`` preset, thresholds from ``calibrate --method ksigma``), then:
 
 * **baseline** (in this process): :meth:`Checker.check` on a few sets, no server -- the bare check time;
-  and the API's latency with a single client on an idle station;
+  the API's latency with a single client on an idle station; and the station's CPU per request with the
+  clients alone for 5 s (no sets);
 * **load**: ``lineclear serve`` in its own process (record, log, token), ``--sets`` image sets dropped into
   the watched folder at an even pace over ``--seconds`` (camera-style: a hidden name, then a rename),
   ``--clients`` concurrent API clients (``/api/status``, ``/api/sets?since=N``, ``/api/sets/{n}``) for
@@ -221,6 +222,14 @@ def main(argv: list[str]) -> dict:
                 c.get("/api/status").raise_for_status()
                 idle.append(time.perf_counter() - t)
 
+        # the API's own cost: the clients for a few seconds before any set, the station's CPU per request
+        api_only_s = 5.0
+        c0 = _cpu_seconds(proc.pid)
+        warm = asyncio.run(_clients(url, max(n_clients, 1), api_only_s, [0]))
+        warm.pop("errors")
+        api_requests = sum(len(v) for v in warm.values())
+        api_cpu_ms = (_cpu_seconds(proc.pid) - c0) / max(api_requests, 1) * 1000
+
         events: dict[int, float] = {}
         dropped: dict[int, float] = {}
         last_set = [0]
@@ -293,6 +302,7 @@ def main(argv: list[str]) -> dict:
         print(f"{name:28s} {r['n']:7d} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} {r['max']:8.1f}")
     rps = n_req / max(load_s, 1e-9)
     print(f"{rps:.0f} requests/s, {len(errors)} failed; bare check (no server) {bare_ms:.0f} ms median")
+    print(f"station CPU per API request (clients alone, {api_only_s:g} s, {api_requests} requests): {api_cpu_ms:.2f} ms")
     print(f"CPU during the load phase: station {server_cpu:.1f} s (checks and HTTP), the load generator "
           f"(clients, listener, producer) {own_cpu:.1f} s, over {load_s:.0f} s on {os.cpu_count()} cores")
     api_ratio = (f"loaded/idle API p50 {out_rows['load all']['p50'] / out_rows['idle /api/status (1 client)']['p50']:.1f}x; "
@@ -307,7 +317,7 @@ def main(argv: list[str]) -> dict:
     return {"sets": n_sets, "clients": n_clients, "seconds": seconds, "requests": n_req, "rps": round(rps, 1),
             "failed_requests": len(errors), "latency_ms": out_rows, "bare_check_ms": round(bare_ms, 1),
             "lost": lost, "record_ok": rep["ok"], "counts": status["counts"], "exit_code": rc,
-            "station_cpu_s": round(server_cpu, 1), "load_generator_cpu_s": round(own_cpu, 1),
+            "station_cpu_s": round(server_cpu, 1), "api_cpu_ms_per_request": round(api_cpu_ms, 3), "load_generator_cpu_s": round(own_cpu, 1),
             "load_average": os.getloadavg()[0]}
 
 

@@ -250,6 +250,16 @@ class Record:
             row = self.conn.execute("SELECT MAX(set_no) FROM entries WHERE kind='set'").fetchone()
         return int(row[0] or 0)
 
+    def verdict_counts(self) -> dict[str, int]:
+        """How many recorded sets are clear, leftover, undecided."""
+        counts = {v: 0 for v in _VERDICTS}
+        with self._lock:
+            for verdict, n in self.conn.execute(
+                    "SELECT verdict, COUNT(*) FROM entries WHERE kind='set' GROUP BY verdict"):
+                if verdict in counts:
+                    counts[verdict] = n
+        return counts
+
     def head(self) -> Entry | None:
         rows = self._rows("ORDER BY seq DESC LIMIT 1")
         return rows[0] if rows else None

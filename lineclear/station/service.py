@@ -73,21 +73,13 @@ class Station:
         self._status_cache: tuple[int, float, dict[str, Any]] | None = None
         self.next_no = record.last_set_no() + 1
         self.sets_this_run = 0
-        self.counts = self._recorded_counts()
+        self.counts = record.verdict_counts()
         self.record.append("start", start_body(self.bundle, self.watch_dir, self.views))
         last = record.last_sets(1)
         if last:
             self.latest = self.summary(last[0], self.record.acks([last[0].set_no]).get(last[0].set_no, []))
 
     # -- reading ---------------------------------------------------------------------------------------------
-    def _recorded_counts(self) -> dict[str, int]:
-        counts = {"clear": 0, "leftover": 0, "undecided": 0}
-        with self.record._lock:
-            for verdict, n in self.record.conn.execute(
-                    "SELECT verdict, COUNT(*) FROM entries WHERE kind='set' GROUP BY verdict"):
-                counts[verdict] = n
-        return counts
-
     def overlay_url(self, path: str | None) -> str | None:
         """The page's URL of an overlay file, or None when it lies outside the overlay folder."""
         if not path:

@@ -233,15 +233,54 @@ def test_a_record_that_fails_does_not_stop_the_station(checker: Checker, tmp_pat
 
 
 def test_set_numbers_continue_across_runs_of_one_record(checker: Checker, tmp_path: Path) -> None:
-    db = tmp_path / "r.db"
+    """The record, the watch log and the overlay names number sets alike, across restarts; a set the log
+    has but the record missed (the station killed between the two writes) is recovered at the next start."""
+    from lineclear.formats.verdict import append_verdict_log, open_verdict_log
+
+    db, log = tmp_path / "r.db", tmp_path / "v.jsonl"
     for run in range(2):
-        with station_at(checker, tmp_path / f"run{run}", record=db, http=False) as (station, _):
+        with station_at(checker, tmp_path / f"run{run}", record=db, log=log, http=False) as (station, _):
             drop_set(station.watch_dir, f"{run}")
             wait_for(lambda: station.sets_this_run >= 1)
             assert station.latest["set"] == run + 1
-            assert station.get_set(run + 1)["views"][0]["overlay_url"].startswith("/overlays/run-")
+            url = station.get_set(run + 1)["views"][0]["overlay_url"]
+            assert url.startswith("/overlays/run-") and f"set{run + 1:06d}_A__" in url
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [(r["set"], r["view"]) for r in lines] == [(1, "A"), (1, "B"), (2, "A"), (2, "B")]
+    # a kill after the log's fsync and before the record's commit: set 3 is in the log only
+    fd, _ = open_verdict_log(log)
+    append_verdict_log(fd, [{**r, "set": 3, "checked_utc": "2026-12-03T12:00:00.000+00:00"} for r in lines[2:]])
+    os.close(fd)
+    with station_at(checker, tmp_path / "run2", record=db, log=log, http=False) as (station, _):
+        assert station.recovered == [3]
+        got = station.get_set(3)
+        assert got["verdict"] == lines[2]["set_verdict"] and got["document"]["recovered_from_log"] == str(log)
+        assert got["document"]["images"] == {} and [v["view"] for v in got["views"]] == ["A", "B"]
+        drop_set(station.watch_dir, "3")
+        wait_for(lambda: station.sets_this_run >= 1)
+        assert station.latest["set"] == 4
+    with station_at(checker, tmp_path / "run3", record=db, log=log, http=False) as (station, _):
+        assert station.recovered == []  # nothing twice
     rep = verify_record(db)
-    assert rep["ok"] and rep["sets"] == 2 and rep["starts"] == 2
+    assert rep["ok"] and rep["sets"] == 4 and rep["starts"] == 4
+    assert [json.loads(x)["set"] for x in log.read_text().splitlines()][-2:] == [4, 4]
+
+
+def test_recovery_needs_the_records_last_set_in_the_log() -> None:
+    from lineclear.station.record import sets_missing_from_record
+
+    def rec(n, t, view="A", verdict="clear"):
+        return {"set": n, "checked_utc": t, "set_verdict": verdict, "set_exit_code": 0, "view": view,
+                "verdict": verdict, "reason": "r", "regions": []}
+
+    log = [rec(1, "t1"), rec(1, "t1", "B"), rec(2, "t2"), rec(2, "t2", "B"), rec(3, "t3"), rec(3, "t3", "B")]
+    got = sets_missing_from_record(log, 2, "t2")
+    assert [(n, [v["view"] for v in d["views"]], d["verdict"]) for n, d in got] == [(3, ["A", "B"], "clear")]
+    assert "set" not in got[0][1]["views"][0] and got[0][1]["checked_utc"] == "t3"
+    assert sets_missing_from_record(log, 3, "t3") == []
+    assert sets_missing_from_record(log, 2, "another time") == []  # another run's set 2: not ours
+    # a log another run restarted at 1 after our set 2: its sets are not taken for ours
+    assert sets_missing_from_record(log[:4] + [rec(1, "u1"), rec(2, "u2")], 2, "t2") == []
 
 
 def test_shift_windows_and_counts() -> None:

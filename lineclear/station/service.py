@@ -27,7 +27,8 @@ from lineclear.formats.record import Entry, Record, utc_now
 from lineclear.line.checker import Checker
 from lineclear.line.verdict import CheckResult
 from lineclear.line.watch import WatchOptions, watch
-from lineclear.station.record import ack_body, bundle_info, set_body, start_body
+from lineclear.formats.verdict import read_verdict_log
+from lineclear.station.record import ack_body, bundle_info, set_body, sets_missing_from_record, start_body
 from lineclear.station.shifts import count_per_shift, parse_shifts, shift_windows, DEFAULT_SHIFTS
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -71,13 +72,35 @@ class Station:
         self.events: list[str] = []
         self.version = 0  # bumped by every set, acknowledgement and event: the status cache's key
         self._status_cache: tuple[int, float, dict[str, Any]] | None = None
-        self.next_no = record.last_set_no() + 1
         self.sets_this_run = 0
+        self.recovered = self._recover_from_log()
+        self.next_no = record.last_set_no() + 1
         self.counts = record.verdict_counts()
         self.record.append("start", start_body(self.bundle, self.watch_dir, self.views))
         last = record.last_sets(1)
         if last:
             self.latest = self.summary(last[0], self.record.acks([last[0].set_no]).get(last[0].set_no, []))
+
+    def _recover_from_log(self) -> list[int]:
+        """Append to the record the sets the watch log has after the record's last one (a station killed
+        between writing the log and the record); their image hashes are unknown, and the row says so."""
+        if self.log_path is None or not Path(self.log_path).is_file():
+            return []
+        last = self.record.last_sets(1)
+        if not last:
+            return []
+        try:
+            log = read_verdict_log(self.log_path)
+        except LineclearError as exc:
+            self._event(f"watch log not read for recovery: {exc}")
+            return []
+        missing = sets_missing_from_record(log.records, int(last[0].set_no), last[0].body["verdict"].get("checked_utc"))
+        for n, doc in missing:
+            body = {**set_body(n, doc, self.bundle), "images": {}, "overlays": {},
+                    "recovered_from_log": str(Path(self.log_path).resolve())}
+            self.record.append_set(lambda no, body=body: {**body, "set": no}, doc["verdict"], at_least=n)
+            self._event(f"set {n} recovered from the watch log into the record (image hashes unknown)")
+        return [n for n, _ in missing]
 
     # -- reading ---------------------------------------------------------------------------------------------
     def overlay_url(self, path: str | None) -> str | None:
@@ -227,9 +250,10 @@ class Station:
             run_dir = self.overlay_root / ("run-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ"))
             try:
                 run_dir.mkdir(parents=True, exist_ok=False)
+                # the log and the overlay names number sets as the record does (one station per record)
                 summary = watch(self.checker, self.watch_dir, self.options, log_path=self.log_path,
                                 overlay_dir=run_dir, on_result=self.on_result, on_event=self._event,
-                                stop=self.stop_event)
+                                stop=self.stop_event, set_offset=self.next_no - 1)
                 self._event(f"watch stopped ({summary.stopped_by}) after {summary.sets} set(s)")
                 if summary.stopped_by in ("max_sets", "timeout"):
                     return

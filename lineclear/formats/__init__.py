@@ -14,6 +14,7 @@ schema                          file                           module
 ``lineclear.deploy/1``          line bundle manifest, JSON     :mod:`.deploy`
 ``lineclear.verdict/1``         line-side verdicts, JSON       :mod:`.verdict`
 (JSON lines, records validated) the watch log (``--log``)      :mod:`.verdict`
+``lineclear.record/1``          line-clearance record, SQLite  :mod:`.record`
 (VIA 1/2 CSV and JSON)          annotations from VIA          :mod:`.via`
 (PNG, no schema)                masks, uint8 0/255             :mod:`.masks`
 =============================== ============================== ===========================

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from lineclear.dataset import View
-from lineclear.errors import FormatError, LineclearError, OutputExistsError, UsageError
+from lineclear.errors import FormatError, LineclearError, UsageError
 from lineclear.formats import MapsFile, read_mask, read_thresholds, sha256_file
-from lineclear.formats._io import exchange_paths, make_temp_dir, publish_dir
+from lineclear.formats._io import check_replaceable, exchange_paths, make_temp_dir, publish_dir
 from lineclear.formats.checkpoint import read_checkpoint_meta
 from lineclear.formats.deploy import (
     DEFAULT_MAX_RAISED_FRACTION, MANIFEST_NAME, Bundle, ViewSpec, read_manifest, write_manifest,
@@ -234,12 +234,7 @@ def build_bundle(out: str | os.PathLike, sources: list[ViewSource], overwrite: b
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
         raise UsageError(f"view {', '.join(dups)} given by more than one run; deploy one run per view")
-    if out.exists():
-        if not overwrite:
-            raise OutputExistsError(f"{out}: exists (use --overwrite to replace it)")
-        problem = _replace_problem(out)
-        if problem:
-            raise LineclearError(f"{out}: {problem}")
+    check_replaceable(out, overwrite, _replace_problem)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(out.parent, out.name)
     try:

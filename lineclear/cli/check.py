@@ -22,7 +22,6 @@ from rich.text import Text
 from lineclear.cli import console
 from lineclear.cli.deploy import parse_view_map
 from lineclear.cli.options import Device, Overwrite
-from lineclear.device import resolve_device
 from lineclear.errors import LineclearError, UsageError
 from lineclear.formats import check_writable
 from lineclear.formats._io import _json_default
@@ -104,8 +103,15 @@ def check_command(
         raise LineclearError(f"{watch}: no such folder to watch")
     if out is not None:
         check_writable(out, overwrite)
-    dev = resolve_device(device)
     manifest = read_manifest(bundle)
+    if manifest.needs_torch:
+        from lineclear.device import resolve_device  # imports PyTorch: only for a bundle that runs on it
+
+        dev = resolve_device(device)
+    else:
+        dev = "cpu"  # ONNX Runtime / OpenVINO on the CPU
+        if device.lower() not in ("auto", "cpu"):
+            console.note(f"--device {device}: the bundle's views run exported models on the CPU")
     # the command line is checked against the manifest before the models load: a usage error is immediate
     expected = list(only) if only else None
     for n in expected or []:

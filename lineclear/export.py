@@ -40,6 +40,7 @@ from lineclear.dataset import View, list_images
 from lineclear.errors import LineclearError, UsageError
 from lineclear.formats import sha256_file
 from lineclear.formats._io import check_replaceable, make_temp_dir, publish_dir
+from lineclear.formats.checkpoint import read_checkpoint_meta
 from lineclear.formats.export import EXPORT_FORMATS, EXPORT_NAME, ExportInfo, read_export, write_export
 from lineclear.formats.run import read_run_config
 from lineclear.images import read_rgb
@@ -162,8 +163,8 @@ def fidelity(model, runtime, images: np.ndarray, tolerance: float) -> dict[str, 
     """Maps and scores of the exported model against the PyTorch model's on ``images`` (N,H,W,3).
 
     Per image without a mask, and the first image once more with its left half pre-masked.
-    ``ok`` when the worst map difference is at most ``tolerance`` × the PyTorch maps' range and the worst
-    score difference at most ``tolerance`` × the scores' range (the map range when the scores are equal).
+    ``ok`` when the worst map difference and the worst image-score difference are at most ``tolerance`` ×
+    the PyTorch maps' range (scores are in the maps' units: their maximum, or that of a mean filter).
     """
     ref_maps, ref_scores, got_maps, got_scores = [], [], [], []
     h, w = images.shape[1:3]
@@ -181,17 +182,15 @@ def fidelity(model, runtime, images: np.ndarray, tolerance: float) -> dict[str, 
     rm, gm = np.concatenate(ref_maps), np.concatenate(got_maps)
     rs, gs = np.concatenate(ref_scores), np.concatenate(got_scores)
     map_range = float(rm.max() - rm.min()) or 1.0
-    score_range = float(rs.max() - rs.min()) or map_range
     if not (np.all(np.isfinite(gm)) and np.all(np.isfinite(gs))):
         return {"ok": False, "images": len(images), "reason": "the exported model produced non-finite values"}
     map_diff = float(np.abs(rm - gm).max())
     score_diff = float(np.abs(rs - gs).max())
     return {
-        "ok": map_diff <= tolerance * map_range and score_diff <= tolerance * score_range,
+        "ok": map_diff <= tolerance * map_range and score_diff <= tolerance * map_range,
         "images": len(images), "premasked_images": 1, "tolerance": tolerance,
         "map_range": round(map_range, 6), "max_map_diff": map_diff, "max_map_diff_rel": map_diff / map_range,
-        "score_range": round(score_range, 6), "max_score_diff": score_diff,
-        "max_score_diff_rel": score_diff / score_range,
+        "max_score_diff": score_diff, "max_score_diff_rel": score_diff / map_range,
     }
 
 
@@ -229,11 +228,11 @@ def export_run(
     run_dir = run if run.is_dir() else run.parent
     out = Path(out) if out is not None else run_dir / f"export-{fmt}"
     check_replaceable(out, overwrite, _replace_problem)
-    model, meta, cfg = load_model(ckpt, "cpu")
-    name = str(meta.get("model"))
-    why = exportable(name)
+    why = exportable(str(read_checkpoint_meta(ckpt).get("model")))
     if why:
         raise LineclearError(f"{ckpt}: {why}")
+    model, meta, cfg = load_model(ckpt, "cpu")
+    name = str(meta.get("model"))
     size = (int(cfg.image_size[0]), int(cfg.image_size[1]))
     paths = check_images(run_dir, images, n_images)
     x = np.stack([read_rgb(p, size) for p in paths]).astype(np.float32)

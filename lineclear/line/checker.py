@@ -80,21 +80,27 @@ class Checker:
             cv2.setNumThreads(torch_threads)
         self.device = torch.device(device) if torch is not None else str(device)
         self.bf16 = bf16
-        problems = view_problems(self.bundle, verify_files(self.bundle))
-        self.views: dict[str, LoadedView] = {}
-        for name, spec in self.bundle.views.items():
-            v = LoadedView(spec)
+        n_jobs = max(1, min(len(self.bundle.views), os.cpu_count() or 1))
+        problems = view_problems(self.bundle, verify_files(self.bundle, jobs=n_jobs))
+
+        def load(name: str) -> LoadedView:
+            v = LoadedView(self.bundle.views[name])
             if problems.get(name):
                 v.error = "bundle damaged: " + "; ".join(problems[name])
-            else:
-                try:
-                    v.load(self.device)
-                    if warmup:
-                        warm_up(v, self.device, self.bf16)
-                except Exception as exc:  # noqa: BLE001 - fail-safe: the view is undecided, never clear
-                    v.error = f"cannot load the view: {short_error(exc)}"
-                    v.model = None
-            self.views[name] = v
+                return v
+            try:
+                v.load(self.device)
+                if warmup:
+                    warm_up(v, self.device, self.bf16)
+            except Exception as exc:  # noqa: BLE001 - fail-safe: the view is undecided, never clear
+                v.error = f"cannot load the view: {short_error(exc)}"
+                v.model = None
+            return v
+
+        # the views load side by side, as they are checked (hashing, graph set-up and warm-up release the GIL)
+        names = list(self.bundle.views)
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            self.views: dict[str, LoadedView] = dict(zip(names, pool.map(load, names)))
         self.load_ms = ms_since(t0)
 
     @property

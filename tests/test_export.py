@@ -290,3 +290,25 @@ def test_deploy_refuses_ddad_on_onnx_in_one_line(tmp_path, view, capsys):
     run = ddad_run(tmp_path)
     with pytest.raises(Exception, match="ddad cannot be exported.*--runtime torch"):
         find_export(run, run / "model.pt", "0" * 64, "onnx", (32, 32), [])
+
+
+def test_region_peaks_and_boxes_equal_scipy_ndimage():
+    """The numpy label statistics that keep scipy out of a check's start-up, against scipy.ndimage."""
+    import cv2
+    from scipy import ndimage
+
+    from lineclear.line.regions import label_boxes, label_peaks
+
+    rng = np.random.default_rng(5)
+    amap = rng.random((60, 80)).astype(np.float32)
+    n, labels, _, _ = cv2.connectedComponentsWithStats((amap > 0.6).astype(np.uint8), connectivity=8)
+    assert n > 5
+    peaks, pos = label_peaks(amap, labels, n)
+    assert np.array_equal(peaks, ndimage.maximum(amap, labels, index=np.arange(1, n)))
+    assert pos == [tuple(int(c) for c in p) for p in ndimage.maximum_position(amap, labels, index=np.arange(1, n))]
+    lab = labels.astype(np.uint16)
+    lab[lab == 3] = 0  # an absent label
+    assert label_boxes(lab, n - 1) == ndimage.find_objects(lab, max_label=n - 1)
+    tie = np.array([[0.7, 0.7, 0.0, 0.2, 0.5, 0.5]], np.float32)
+    _, pos = label_peaks(tie, np.array([[1, 1, 0, 2, 2, 2]]), 3)
+    assert pos == [(0, 0), (0, 4)]  # a tie: the first in raster order

@@ -231,7 +231,7 @@ def test_deployed_runtimes_give_identical_verdicts(calibrated, view, tmp_path, m
             assert a["score"] == pytest.approx(b["score"], rel=1e-4, abs=1e-4 * max(1.0, a["threshold"]))
 
 
-def test_check_of_an_exported_bundle_never_imports_torch(calibrated, view, tmp_path):
+def test_check_and_watch_of_an_exported_bundle_never_import_torch(calibrated, view, tmp_path):
     bundle = tmp_path / "line"
     assert run_cli(["-q", "deploy", str(calibrated["patchcore"]), "--out", str(bundle), "--runtime", "onnx"]) == 0
     inbox = tmp_path / "inbox"
@@ -246,15 +246,27 @@ def test_check_of_an_exported_bundle_never_imports_torch(calibrated, view, tmp_p
         f"        run(['-q', 'check', {str(bundle)!r}, {str(inbox / 'A.png')!r}])\n"
         "    except SystemExit as e:\n"
         "        rc = e.code\n"
+        "watched = io.StringIO()\n"
+        "with contextlib.redirect_stdout(watched):\n"
+        "    try:\n"
+        f"        run(['-q', 'check', {str(bundle)!r}, '--watch', {str(inbox)!r}, '--existing', '--max-sets', '1',\n"
+        "             '--settle', '0', '--timeout', '60'])\n"
+        "    except SystemExit as e:\n"
+        "        wrc = e.code\n"
         "import json\n"
-        "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules, 'doc': json.loads(out.getvalue())}))\n"
+        "print(json.dumps({'rc': rc, 'wrc': wrc, 'torch': 'torch' in sys.modules, 'doc': json.loads(out.getvalue()),\n"
+        "                  'watched': [json.loads(x) for x in watched.getvalue().splitlines() if x.strip()]}))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout.strip().splitlines()[-1])
-    assert doc["torch"] is False and doc["rc"] in (0, 3, 4)
-    assert doc["doc"]["views"][0]["verdict"] in ("clear", "leftover") and doc["doc"]["views"][0]["score"] is not None
+    assert doc["torch"] is False and doc["rc"] in (0, 3, 4) and doc["wrc"] == 0
+    first = doc["doc"]["views"][0]
+    assert first["verdict"] in ("clear", "leftover") and first["score"] is not None
+    (watched,) = doc["watched"]  # --watch: the same image as one set, the same verdict and score
+    assert watched["set"] == 1 and watched["views"][0]["verdict"] == first["verdict"]
+    assert watched["views"][0]["score"] == first["score"]
 
 
 def test_a_damaged_export_in_a_bundle_makes_the_view_undecided(calibrated, view, tmp_path, capsys):

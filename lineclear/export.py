@@ -16,7 +16,10 @@ patchcore   backbone + neighbourhood aggregation →          memory bank, posit
             patch features (1,Hg,Wg,C)                      search, upsampling, blur, masks
 template    none (no network)                               envelope and scale statistics, blur, masks
 draem       both subnetworks, softmax, mask → map (1,H,W)   the image score's mean filter
-ddad        not exportable yet (its DDIM loop): refused     —
+ddad        the DDIM loop unrolled (one U-Net call per      —
+            step, weights shared, the fixed noise draws
+            as constants), feature and pixel comparison,
+            blur → map (1,H,W)
 =========== ============================================== ==============================================
 
 Graphs are written by PyTorch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``,
@@ -34,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lineclear.dataset import View, list_images
@@ -51,10 +55,6 @@ from lineclear.scoring import load_model, resolve_checkpoint, score_arrays
 DEFAULT_TOLERANCE = 1e-4  # of the maps' range: far below any threshold margin, far above float32 rounding
 DEFAULT_CHECK_IMAGES = 6
 OPSET = 17
-NOT_EXPORTABLE = {
-    "ddad": "ddad cannot be exported to ONNX/OpenVINO yet (its DDIM loop and feature comparison are not "
-            "exported); deploy it with --runtime torch",
-}
 
 
 class _PatchCoreGraph(nn.Module):
@@ -81,6 +81,43 @@ class _DraemGraph(nn.Module):
         return torch.softmax(logits, dim=1)[:, 1] * mask
 
 
+class _DdadGraph(nn.Module):
+    """(1,H,W,3), mask (1,H,W) → map (1,H,W): the whole DDIM loop unrolled (one U-Net call per step, the
+    weights shared), its noise the model's per-image-deterministic draws baked in as constants, then the
+    feature and pixel comparison and the blur. An all-ones mask is no mask."""
+
+    def __init__(self, model: nn.Module, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.model = model
+        cfg = model.config
+        steps = len(model.schedule.step_sequence(cfg.t_prime, cfg.skip))
+        draw = model._fixed_noise(torch.zeros(1, 3, *size))
+        self.register_buffer("noise", torch.cat([draw() for _ in range(steps + 1)]))  # in the order they are drawn
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from lineclear.models.ddad.anomaly import anomaly_map
+
+        cfg = self.model.config
+        m = mask[:, None]
+        x = image.permute(0, 3, 1, 2) * m
+        draws = iter(range(self.noise.shape[0]))
+        recon = self.model.reconstruct(x, noise=lambda: self.noise[next(draws)][None].expand_as(x))
+        return anomaly_map(x, recon, self.features, cfg.v, cfg.blur_sigma, m)
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """As ``DdadModel.features``, its resize computed from the fixed size (the tracer sees no shapes)."""
+        s = float(self.model.config.feature_scale)
+        if s != 1.0:
+            h, w = self.model.config.image_size
+            images = F.interpolate(images, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
+                                   align_corners=False)
+        return [f.float() for f in self.model.feature_extractor(images)]
+
+
+def _ddad_parts(model, cfg) -> tuple[nn.Module, tuple, tuple, dict, dict]:
+    return _DdadGraph(model, tuple(cfg.image_size)), ("image", "mask"), ("map",), {}, {}
+
+
 def _patchcore_parts(model, cfg) -> tuple[nn.Module, tuple[str, ...], tuple[str, ...], dict, dict]:
     arrays = {"bank": model.bank.cpu().numpy().astype(np.float32), "bank_pos": model.bank_pos.cpu().numpy(),
               "grid": model.grid.cpu().numpy(), "mean_image": model.mean_image.cpu().permute(1, 2, 0).numpy()}
@@ -98,7 +135,7 @@ def _draem_parts(model, cfg) -> tuple[nn.Module, tuple, tuple, dict, dict]:
 
 
 EXPORTERS: dict[str, Callable[[Any, Any], tuple]] = {
-    "patchcore": _patchcore_parts, "template": _template_parts, "draem": _draem_parts,
+    "patchcore": _patchcore_parts, "template": _template_parts, "draem": _draem_parts, "ddad": _ddad_parts,
 }
 
 
@@ -106,7 +143,7 @@ def exportable(model_name: str) -> str | None:
     """None when ``model_name`` can be exported, else why not (one line)."""
     if model_name in EXPORTERS:
         return None
-    return NOT_EXPORTABLE.get(model_name, f"model {model_name!r} cannot be exported to ONNX/OpenVINO")
+    return f"model {model_name!r} cannot be exported to ONNX/OpenVINO; deploy it with --runtime torch"
 
 
 def check_images(run: Path, images: Sequence[str | os.PathLike] | None, n: int) -> list[Path]:

@@ -99,6 +99,20 @@ TRAIN = {
 }
 
 
+def ddad_run(tmp: Path) -> Path:
+    """A run directory holding an (untrained) tiny DDAD checkpoint: two DDIM steps (noise drawn between them)."""
+    from lineclear.formats import save_checkpoint
+    from lineclear.models import MODELS
+    from lineclear.models.base import resolve_config
+
+    entry = MODELS["ddad"]
+    cfg = resolve_config(entry, "demo", {"image_size": (24, 32), "unet_channels": (8, 16), "unet_attention_res": 12,
+                                         "unet_heads": 2, "backbone_weights": "none", "t_prime": 50, "skip": 25})
+    run = tmp / "ddad"
+    save_checkpoint(run / "model.pt", entry.build(cfg, False).state_dict(), {"model": "ddad", "config": cfg.to_dict()})
+    return run
+
+
 @pytest.fixture(scope="module")
 def view(tmp_path_factory) -> Path:
     from lineclear.synth import generate
@@ -116,14 +130,19 @@ def runs(view, tmp_path_factory) -> dict[str, Path]:
         run = root / model
         assert run_cli(["-q", "train", str(view), "--model", model, *args, "--out", str(run), "--device", "cpu"]) == 0
         out[model] = run
+    out["ddad"] = ddad_run(root)  # untrained and tiny: the DDIM loop's fidelity does not depend on training
     return out
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("model", list(TRAIN))
+CASES = [(m, f) for m in TRAIN for f in FORMATS] + [
+    ("ddad", "onnx"), pytest.param("ddad", "openvino", marks=pytest.mark.slow)]  # 20 s of OpenVINO conversion
+
+
+@pytest.mark.parametrize("model, fmt", CASES)
 def test_exported_maps_equal_torch_maps(runs, view, tmp_path, model, fmt):
     out = tmp_path / "exp"
-    assert run_cli(["-q", "export", str(runs[model]), "--format", fmt, "--out", str(out)]) == 0
+    assert run_cli(["-q", "export", str(runs[model]), "--format", fmt, "--out", str(out),
+                    "--images", str(view / "test")]) == 0
     info = read_export(out)
     assert info.model == model and info.format == fmt and info.doc["fidelity"]["ok"]
     assert info.doc["fidelity"]["max_map_diff_rel"] <= TOL
@@ -151,21 +170,7 @@ def test_export_refuses_a_disagreeing_export_and_writes_nothing(runs, tmp_path, 
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".exp")]
 
 
-def ddad_run(tmp: Path) -> Path:
-    """A run directory holding an (untrained) tiny DDAD checkpoint."""
-    from lineclear.formats import save_checkpoint
-    from lineclear.models import MODELS
-    from lineclear.models.base import resolve_config
-
-    entry = MODELS["ddad"]
-    cfg = resolve_config(entry, "demo", {"image_size": (24, 32), "unet_channels": (8, 16), "unet_attention_res": 12,
-                                         "unet_heads": 2, "backbone_weights": "none"})
-    run = tmp / "ddad"
-    save_checkpoint(run / "model.pt", entry.build(cfg, False).state_dict(), {"model": "ddad", "config": cfg.to_dict()})
-    return run
-
-
-def test_export_refuses_to_overwrite_and_ddad(runs, view, tmp_path, capsys):
+def test_export_refuses_to_overwrite_and_an_unexportable_model(runs, view, tmp_path, capsys):
     out = tmp_path / "exp"
     assert run_cli(["-q", "export", str(runs["template"]), "--out", str(out)]) == 0
     assert run_cli(["-q", "export", str(runs["template"]), "--out", str(out)]) == 1
@@ -173,10 +178,21 @@ def test_export_refuses_to_overwrite_and_ddad(runs, view, tmp_path, capsys):
     (out / "notes.txt").write_text("mine")
     assert run_cli(["-q", "export", str(runs["template"]), "--out", str(out), "--overwrite"]) == 1
     assert "not part of the export" in capsys.readouterr().err and (out / "notes.txt").is_file()
-    capsys.readouterr()
-    assert run_cli(["-q", "export", str(ddad_run(tmp_path)), "--format", "onnx"]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "ddad cannot be exported" in err[0] and "--runtime torch" in err[0]
+    from lineclear.formats import save_checkpoint
+    from lineclear.models import MODELS
+    from tests.toy import toy_entry
+
+    MODELS["toyexp"] = toy_entry("toyexp", (16, 24))
+    try:
+        toy = tmp_path / "toy"
+        save_checkpoint(toy / "model.pt", MODELS["toyexp"].build(MODELS["toyexp"].config_cls(), False).state_dict(),
+                        {"model": "toyexp", "config": {}})
+        capsys.readouterr()
+        assert run_cli(["-q", "export", str(toy), "--format", "onnx"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "toyexp" in err[0] and "cannot be exported" in err[0] and "--runtime torch" in err[0]
+    finally:
+        MODELS.pop("toyexp", None)
 
 
 def test_a_damaged_export_is_refused(runs, tmp_path):
@@ -294,14 +310,6 @@ def test_a_version_1_manifest_still_loads(calibrated, view, tmp_path, capsys):
     assert m.views["A"].runtime == "torch" and m.needs_torch
     v = _check(bundle, view / "test" / "good" / "good_000.png", capsys)
     assert v["verdict"] in ("clear", "leftover") and v["score"] is not None
-
-
-def test_deploy_refuses_ddad_on_onnx_in_one_line(tmp_path, view, capsys):
-    from lineclear.line.deploy import find_export
-
-    run = ddad_run(tmp_path)
-    with pytest.raises(Exception, match="ddad cannot be exported.*--runtime torch"):
-        find_export(run, run / "model.pt", "0" * 64, "onnx", (32, 32), [])
 
 
 def test_region_peaks_and_boxes_equal_scipy_ndimage():

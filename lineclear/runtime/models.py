@@ -112,7 +112,18 @@ class TemplateExported(ExportedModel):
         return (amap if m is None else amap * m).astype(np.float32)
 
 
-class DraemExported(ExportedModel):
+class MapGraphExported(ExportedModel):
+    """The whole map in one graph (image and mask in, map out); the score is the map's maximum."""
+
+    name = "ddad"  # the DDIM loop unrolled, its noise fixed, the feature comparison and blur in the graph
+
+    def one(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        h, w = self.map_size
+        m = np.ones((h, w), np.float32) if mask is None else (np.asarray(mask) > 0.5).astype(np.float32)
+        return self.graph({"image": image[None], "mask": m[None]})[0][0].astype(np.float32)
+
+
+class DraemExported(MapGraphExported):
     """Both subnetworks, the softmax and the mask in one graph; the image score's mean filter in numpy."""
 
     name = "draem"
@@ -124,13 +135,9 @@ class DraemExported(ExportedModel):
     def image_score(self, maps: np.ndarray) -> np.ndarray:
         return np.array([ops.mean_filter_max(m, self.filter_size) for m in maps], np.float32)
 
-    def one(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        h, w = self.map_size
-        m = np.ones((h, w), np.float32) if mask is None else (np.asarray(mask) > 0.5).astype(np.float32)
-        return self.graph({"image": image[None], "mask": m[None]})[0][0].astype(np.float32)
 
-
-RUNTIMES: dict[str, type[ExportedModel]] = {c.name: c for c in (PatchCoreExported, TemplateExported, DraemExported)}
+RUNTIMES: dict[str, type[ExportedModel]] = {
+    c.name: c for c in (PatchCoreExported, TemplateExported, DraemExported, MapGraphExported)}
 
 
 def build(info: ExportInfo, threads: int = 1) -> ExportedModel:

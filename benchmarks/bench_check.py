@@ -17,10 +17,12 @@ Runtimes (``--runtimes torch,onnx,openvino``, issue 17): the same five views dep
 each; per runtime
 
 * ``start-up`` — ``lineclear check BUNDLE --verify`` as a separate process (Python start, imports, verify the
-  hashes, load, warm up), wall time median over three runs, and the checker's own load time inside it;
+  hashes, load, warm up): wall and CPU seconds (the child's own accounting), median over three runs, and the
+  checker's own load time inside it;
 * ``warm`` — one image set through a :class:`Checker` built once, as above;
 
-each as a ratio against the torch runtime in the same run. Then **agreement**: every test image of every view,
+each as a ratio against the torch runtime in the same run, the runtimes measured in turn (torch, onnx,
+openvino, torch, ...) so that the shared machine's drift moves them alike. Then **agreement**: every test image of every view,
 on the synthetic views and on the photo benchmark (``lineclear synth --photos builtin``), with patchcore and
 template: the maps of each exported model against PyTorch's (worst difference relative to the map range) and
 the verdict of ``check`` per image (identical or not). ``--no-agreement`` skips it, ``--no-photos`` the photos.
@@ -56,22 +58,23 @@ def _cli(args: list[str]) -> None:
 RUNTIMES = ("torch", "onnx", "openvino")
 
 
-def _startup(bundle: Path, repeats: int = 3) -> tuple[float, float]:
-    """``lineclear check BUNDLE --verify`` in a fresh process: (median wall s, median in-process load s)."""
+def _startup(bundle: Path) -> tuple[float, float, float]:
+    """``lineclear check BUNDLE --verify`` in a fresh process: (wall s, CPU s of the child, in-process load s)."""
     import json
+    import resource
     import subprocess
 
-    walls, loads = [], []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "lineclear", "-q", "check", str(bundle), "--verify"],
-                             capture_output=True, text=True, env=env)
-        walls.append(time.perf_counter() - t0)
-        if res.returncode != 0:
-            raise RuntimeError(f"check --verify of {bundle} failed: {res.stderr.strip()[-300:]}")
-        loads.append(json.loads(res.stdout)["load_ms"] / 1000)
-    return statistics.median(walls), statistics.median(loads)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "lineclear", "-q", "check", str(bundle), "--verify"],
+                         capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if res.returncode != 0:
+        raise RuntimeError(f"check --verify of {bundle} failed: {res.stderr.strip()[-300:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, json.loads(res.stdout)["load_ms"] / 1000
 
 
 def _deploy_runtimes(runs: list[str], out: Path, runtimes) -> dict[str, Path]:
@@ -246,28 +249,46 @@ def main(argv: list[str]) -> dict:
     own = statistics.median([t - s for t, s in zip(stages.get("total", [0]), stages.get("score", [0]))])
     print(f"per view: model {statistics.median(stages.get('score', [0])):.0f} ms, everything else (read, image check, "
           f"registration, regions) {own:.0f} ms")
-    rt_rows = {}
+    # runtimes: interleaved (torch, onnx, openvino, torch, ...) so that a drift of the shared machine's speed
+    # moves every runtime alike and the ratios stay meaningful
+    checkers = {}
     for rt, b in bundles.items():
-        print(".", end="", flush=True)
-        start_wall, start_load = _startup(b)
-        ch = Checker(b, "cpu")
-        assert not ch.errors, ch.errors
-        rw, rc, res = series(lambda ch=ch: ch.check(images))
-        rt_rows[rt] = {"startup_s": round(start_wall, 3), "startup_load_s": round(start_load, 3),
-                       "warm_s": round(rw, 3), "warm_cpu_s": round(rc, 3),
-                       "verdicts": {vv.view: vv.verdict for vv in res.views}}  # type: ignore[union-attr]
+        checkers[rt] = Checker(b, "cpu")
+        assert not checkers[rt].errors, checkers[rt].errors
+    samples: dict[str, dict[str, list[float]]] = {rt: {k: [] for k in ("su", "su_cpu", "su_load", "w", "w_cpu")}
+                                                  for rt in bundles}
+    results = {}
+    for _ in range(3):
+        for rt, b in bundles.items():
+            print(".", end="", flush=True)
+            w, c, ld = _startup(b)
+            samples[rt]["su"].append(w)
+            samples[rt]["su_cpu"].append(c)
+            samples[rt]["su_load"].append(ld)
+    for _ in range(repeats):
+        for rt, ch in checkers.items():
+            w, c, results[rt] = _timed(lambda ch=ch: ch.check(images))
+            samples[rt]["w"].append(w)
+            samples[rt]["w_cpu"].append(c)
+    med = statistics.median
+    rt_rows = {rt: {"startup_s": round(med(x["su"]), 3), "startup_cpu_s": round(med(x["su_cpu"]), 3),
+                    "startup_load_s": round(med(x["su_load"]), 3), "warm_s": round(med(x["w"]), 3),
+                    "warm_cpu_s": round(med(x["w_cpu"]), 3),
+                    "verdicts": {vv.view: vv.verdict for vv in results[rt].views}}  # type: ignore[union-attr]
+               for rt, x in samples.items()}
     base = rt_rows.get("torch")
     print(f"\nruntimes, {len(views)}-view bundle (patchcore {preset}); start-up = `check --verify` in a new process")
-    print(f"{'runtime':10s} {'start-up s':>10s} {'(load s)':>9s} {'vs torch':>9s} {'warm s':>8s} {'cpu s':>7s} "
-          f"{'torch/rt':>9s}")
+    print(f"{'runtime':10s} {'start-up s':>10s} {'cpu s':>6s} {'(load s)':>9s} {'rt/torch':>9s} {'warm s':>8s} "
+          f"{'cpu s':>7s} {'torch/rt':>9s} {'(cpu)':>7s}")
     for rt, r in rt_rows.items():
-        su = f"{r['startup_s'] / base['startup_s']:9.2f}" if base else ""
-        sp = f"{base['warm_s'] / r['warm_s']:8.2f}x" if base else ""
         if base:
             r["startup_vs_torch"] = round(r["startup_s"] / base["startup_s"], 3)
+            r["startup_cpu_vs_torch"] = round(r["startup_cpu_s"] / base["startup_cpu_s"], 3)
             r["warm_speedup_vs_torch"] = round(base["warm_s"] / r["warm_s"], 2)
-        print(f"{rt:10s} {r['startup_s']:10.3f} {r['startup_load_s']:9.3f} {su} {r['warm_s']:8.3f} "
-              f"{r['warm_cpu_s']:7.3f} {sp:>9s}")
+            r["warm_cpu_speedup_vs_torch"] = round(base["warm_cpu_s"] / r["warm_cpu_s"], 2)
+        print(f"{rt:10s} {r['startup_s']:10.3f} {r['startup_cpu_s']:6.2f} {r['startup_load_s']:9.3f} "
+              f"{r.get('startup_vs_torch', 0):9.2f} {r['warm_s']:8.3f} {r['warm_cpu_s']:7.3f} "
+              f"{r.get('warm_speedup_vs_torch', 0):8.2f}x {r.get('warm_cpu_speedup_vs_torch', 0):6.2f}x")
     agree: dict = {}
     if "--no-agreement" not in argv and len(bundles) > 1:
         agree["synth/patchcore"] = agreement(tmp / "data", views, bundles)

@@ -110,8 +110,9 @@ def check_command(
         dev = resolve_device(device)
     else:
         dev = "cpu"  # ONNX Runtime / OpenVINO on the CPU
-        if device.lower() not in ("auto", "cpu"):
-            console.note(f"--device {device}: the bundle's views run exported models on the CPU")
+        if device.lower() not in ("auto", "cpu") or bf16:
+            console.note(f"{'--bf16' if bf16 else '--device ' + device}: ignored, the bundle's views run exported "
+                         f"models (float32, on the CPU)")
     # the command line is checked against the manifest before the models load: a usage error is immediate
     expected = list(only) if only else None
     for n in expected or []:

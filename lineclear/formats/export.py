@@ -143,6 +143,8 @@ def _parse(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
             raise bad(f"files[{rel!r}] needs 'sha256' (64 hex digits) and 'bytes'")
     for key in ("graph", "arrays"):
         rel = doc.get(key)
+        if rel is not None and not isinstance(rel, str):
+            raise bad(f"{key} must be an export-relative path or null, found {rel!r}")
         if rel is not None and rel not in files:
             raise bad(f"{key} {rel!r} is not listed in 'files' (no hash to check)")
     if doc.get("graph") is None and doc.get("arrays") is None:

@@ -434,6 +434,17 @@ def test_fuzz_thresholds(work: Path, thresholds_doc: dict, data) -> None:
 # -- deploy manifest JSON --------------------------------------------------------------------------------------
 
 
+def _fuzzed_copy(fuzzed: Path, seed_dir: Path, name: str, data) -> Path:
+    """A copy of ``seed_dir`` (made once) whose JSON file ``name`` is a mutation of the seed's."""
+    blob = data.draw(mutated_json(json.loads((seed_dir / name).read_text())))
+    if not fuzzed.exists():
+        import shutil
+
+        shutil.copytree(seed_dir, fuzzed)
+    _put(fuzzed, name, blob)
+    return fuzzed
+
+
 @pytest.fixture(scope="module")
 def bundle_dir(work: Path) -> Path:
     b = work / "line"
@@ -475,14 +486,7 @@ def test_manifest_seed_reads_back(bundle_dir: Path) -> None:
 @fuzz_settings(300)
 @given(data=st.data())
 def test_fuzz_manifest(work: Path, bundle_dir: Path, data) -> None:
-    seed = json.loads((bundle_dir / "manifest.json").read_text())
-    blob = data.draw(mutated_json(seed))
-    fuzzed = work / "fuzzed_line"
-    if not fuzzed.exists():
-        import shutil
-
-        shutil.copytree(bundle_dir, fuzzed)
-    _put(fuzzed, "manifest.json", blob)
+    fuzzed = _fuzzed_copy(work / "fuzzed_line", bundle_dir, "manifest.json", data)
     attempt("deploy manifest JSON", lambda: _read_manifest_fully(fuzzed))
 
 
@@ -522,14 +526,7 @@ def test_export_seed_reads_back(export_dir: Path) -> None:
 @fuzz_settings(300)
 @given(data=st.data())
 def test_fuzz_export(work: Path, export_dir: Path, data) -> None:
-    seed = json.loads((export_dir / "export.json").read_text())
-    blob = data.draw(mutated_json(seed))
-    fuzzed = work / "fuzzed_export"
-    if not fuzzed.exists():
-        import shutil
-
-        shutil.copytree(export_dir, fuzzed)
-    _put(fuzzed, "export.json", blob)
+    fuzzed = _fuzzed_copy(work / "fuzzed_export", export_dir, "export.json", data)
     attempt("export JSON", lambda: _read_export_fully(fuzzed))
 
 

@@ -227,8 +227,12 @@ def find_export(run: Path, ckpt: Path, ckpt_sha: str, runtime: str, map_size: tu
         raise LineclearError(f"{run}: {why}")
     where = (run if run.is_dir() else run.parent) / f"export-{runtime}"
     if not (where / EXPORT_NAME).is_file():
+        try:
+            export_run(run, runtime, where)
+        except LineclearError as exc:
+            raise LineclearError(f"{exc} (deploy exports a run that has no {runtime} export; to choose the "
+                                 f"images: lineclear export {run} --format {runtime} --images DIR)") from None
         notes.append(f"{run}: no {runtime} export yet; exported to {where} (fidelity checked)")
-        export_run(run, runtime, where)
     info = read_export(where)
     if info.doc["checkpoint_sha256"] != ckpt_sha:
         raise LineclearError(f"{where}: exported from another checkpoint than {ckpt} (export again with "

@@ -210,12 +210,12 @@ def test_a_damaged_export_is_refused(runs, tmp_path):
 
 @pytest.fixture(scope="module")
 def calibrated(runs, view) -> dict[str, Path]:
-    for model in ("patchcore", "template"):
+    for model in ("patchcore", "template", "draem"):
         run = runs[model]
         assert run_cli(["-q", "score", str(run), str(view), "--split", "val", "--out", str(run / "val_maps.h5"),
                         "--mask", str(view / "roi.png"), "--mask-stage", "post"]) == 0
         assert run_cli(["-q", "calibrate", str(run / "val_maps.h5"), "--method", "ksigma"]) == 0
-    return {m: runs[m] for m in ("patchcore", "template")}
+    return {m: runs[m] for m in ("patchcore", "template", "draem")}
 
 
 def _check(bundle: Path, image: Path, capsys) -> dict:
@@ -224,7 +224,7 @@ def _check(bundle: Path, image: Path, capsys) -> dict:
     return json.loads(capsys.readouterr().out)["views"][0]
 
 
-@pytest.mark.parametrize("model", ["patchcore", "template"])
+@pytest.mark.parametrize("model", ["patchcore", "template", "draem"])
 def test_deployed_runtimes_give_identical_verdicts(calibrated, view, tmp_path, model, capsys):
     bundles = {}
     for rt in ("torch", *FORMATS):
@@ -240,7 +240,7 @@ def test_deployed_runtimes_give_identical_verdicts(calibrated, view, tmp_path, m
     for rt, b in bundles.items():
         verdicts[rt] = [_check(b, p, capsys) for p in images]
     ref = verdicts["torch"]
-    assert {v["verdict"] for v in ref} >= {"clear", "leftover"} or model == "template"
+    assert {v["verdict"] for v in ref} >= {"clear", "leftover"} or model != "patchcore"  # the others barely trained
     for rt in FORMATS:
         for a, b in zip(ref, verdicts[rt]):
             assert a["verdict"] == b["verdict"] and a["regions_total"] == b["regions_total"], (rt, a, b)

@@ -135,11 +135,14 @@ def score_arrays(
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
     dev_type = torch.device(device).type
     ctx = torch.autocast(dev_type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    kw = {}
+    if valid is not None and getattr(model, "uses_validity", False):
+        kw["valid"] = torch.from_numpy(np.ascontiguousarray(valid[:, None], dtype=np.float32)).to(device)
     with ctx:
         if pre is not None:
-            out = model(x, torch.from_numpy(pre[:, None].astype(np.float32)).to(device))
+            out = model(x, torch.from_numpy(pre[:, None].astype(np.float32)).to(device), **kw)
         else:
-            out = model(x)
+            out = model(x, **kw)
     amap = out.anomaly_map.float()
     score = out.score.float()
     if count is not None:

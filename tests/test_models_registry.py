@@ -141,8 +141,9 @@ def test_clear_image_shifted_by_a_known_homography_scores_like_the_unshifted_one
         s = {i.split("/", 1)[1]: float(v) for i, v in zip(f.image_ids, f.scores)}
     still, nudged = s["test/good/still.png"], s["test/good/nudged.png"]
     # Registration resamples the image (a fraction of a pixel of blur), so not bit-equal. Tolerance: 35 %
-    # above the unshifted score (patchcore fitted on 6 images + their training shifts: measured 1.32x;
-    # without training shifts 2.3x, without the scene fill past the seam higher still). Lower is allowed
+    # above the unshifted score (patchcore fitted on 6 images + their training shifts: measured 1.29x, 1.32x
+    # before its validity-weighted blur; without training shifts 2.3x, without the scene fill past the seam
+    # higher still). Lower is allowed
     # (template: resampling smooths the sensor noise it measures).
     assert nudged <= 1.35 * still + 1e-6, (model, still, nudged)
     if model in ("template", "patchcore"):  # fitted models: the leftover stands out through the seam

@@ -83,7 +83,7 @@ def test_position_radius_covering_the_grid_equals_global_search():
     assert torch.allclose(glob, _brute(test, bank, pos, None), atol=1e-4)
 
 
-@pytest.mark.parametrize("radius", [0, 1, 2])
+@pytest.mark.parametrize("radius", [0, 1, 2, 6])
 def test_positional_search_matches_brute_force(radius):
     bank, pos, test = _random_bank(seed=radius + 1)
     got = positional_nn(test, *dense_bank(bank, pos, (5, 7)), radius=radius).sqrt()
@@ -161,6 +161,26 @@ def test_invalid_registration_pixels_stay_out_of_the_bank():
     x = _scenes(1, seed=4)
     with torch.no_grad():  # left cells have no bank patch within the radius: global fallback, finite map
         assert torch.isfinite(model(x).anomaly_map).all()
+
+
+def test_seam_patches_do_not_reach_the_map(fitted):
+    """With the validity given, patches reaching over the seam have no weight in the map: whatever they
+    hold, the map is the same; without it their distances are blurred into the inspected area."""
+    model, cfg, _ = fitted
+    valid = torch.ones(1, 1, *SIZE)
+    valid[:, :, :, :40] = 0  # cells 0..5 of 12 columns reach outside the frame (see the test above)
+    feats = model.embed(_scenes(1, seed=9))
+    garbage = feats.clone()
+    garbage[..., :6] += 50.0  # the seam patches only
+    with torch.no_grad():
+        a = model.map_from_features(feats, valid=valid)
+        b = model.map_from_features(garbage, valid=valid)
+        plain = model.map_from_features(garbage)
+        whole = model.map_from_features(feats, valid=torch.ones_like(valid))
+    inside = slice(56, None)  # pixels beside the cells that count (x >= 48), past the seam margin
+    assert torch.allclose(a[..., inside], b[..., inside], atol=1e-5)
+    assert float(b[..., inside].max()) < 0.5 * float(plain[..., inside].max())
+    assert torch.equal(whole, model.map_from_features(feats))  # a wholly valid frame: the plain blur
 
 
 def test_greedy_coreset_covers_better_than_random():

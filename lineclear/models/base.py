@@ -11,6 +11,11 @@ region must not be able to change the map (each model documents how it achieves
 that), and the returned map is zero there. *Post-masking* is done by the scoring
 stage for every model alike: ``map *= mask`` then ``score = model.image_score(map)``.
 
+A model with ``uses_validity = True`` also takes ``valid`` (B,1,H,W) float in {0,1}: which pixels of a
+registered image came from inside the camera frame (the rest is the scene continued from the reference).
+It keeps what it computed from outside the frame out of the map (patchcore: patches reaching over the
+seam get no weight in its blur); the scoring stage passes it whenever the images are registered.
+
 Each model folder registers a :class:`ModelEntry` in ``lineclear.models.MODELS``.
 """
 
@@ -39,6 +44,8 @@ class AnomalyOutput:
 class AnomalyModel(nn.Module):
     """Base class: subclasses implement ``forward(images, mask=None) -> AnomalyOutput`` (see the
     module docstring) and may override ``image_score``."""
+
+    uses_validity = False  # True: forward(images, mask=None, valid=None), see the module docstring
 
     def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """(B,H,W) → (B,): default is the maximum of the map."""

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 
 from lineclear.errors import LineclearError
-from lineclear.models.patchcore.model import PatchCoreModel
+from lineclear.models.patchcore.model import PatchCoreModel, valid_cells
 from lineclear.progress import Progress, ensure
 
 
@@ -36,19 +35,6 @@ def greedy_coreset(x: torch.Tensor, n: int, proj_dim: int = 128, seed: int = 0) 
         chosen[i] = nxt
         mind = torch.minimum(mind, ((z - z[nxt]) ** 2).sum(1))
     return chosen
-
-
-def valid_cells(valid: torch.Tensor, grid: tuple[int, int], neighbourhood: int) -> torch.Tensor:
-    """(N,1,H,W) registration validity → (N,Hg,Wg) bool: cells whose whole support is valid.
-
-    A cell is dropped when any pixel it covers, or covers through the p x p neighbourhood
-    average, lies outside the registered frame: those features describe the black fill.
-    """
-    inv = F.adaptive_max_pool2d(1.0 - (valid.float() > 0.5).float(), grid)
-    p = neighbourhood
-    if p > 1:
-        inv = F.max_pool2d(inv, p, stride=1, padding=p // 2)
-    return inv[:, 0] < 0.5
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ no (patches x bank) matrix larger than ``block_mb`` exists at once.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 INF = float("inf")
 
@@ -58,6 +59,7 @@ def dense_bank(bank: torch.Tensor, pos: torch.Tensor, grid: tuple[int, int]) -> 
     return feats.view(hg, wg, k, c), norms.view(hg, wg, k)
 
 
+@torch.no_grad()  # a search: never differentiated, and the in-place minimum needs no graph
 def positional_nn(test: torch.Tensor, feats: torch.Tensor, norms: torch.Tensor, radius: int) -> torch.Tensor:
     """Position-aware nearest neighbour on a fixed camera's grid.
 
@@ -65,24 +67,30 @@ def positional_nn(test: torch.Tensor, feats: torch.Tensor, norms: torch.Tensor, 
     Test cell (i,j) is compared only with bank patches of cells (i+di, j+dj), |di|,|dj| ≤ radius.
     Returns (B,Hg,Wg) squared distances (+inf where no bank patch lies within the radius).
 
-    One batched matmul per offset: (Hg·Wg) small (B x C)·(C x K) products, so the cost is
-    (2r+1)² · B·Hg·Wg·K·C — linear in the grid, unlike global search's quadratic cost.
+    Organised per *bank* cell: the (2r+1)² test cells around a bank cell are multiplied with its K patches
+    in one small matrix product (one batched product for the whole grid), so every bank patch is read once
+    per image and no distance is computed that is not needed. One product per offset instead reads the
+    bank (2r+1)² times and is bound by memory bandwidth on a CPU (measured: a 68k-patch bank at 32x48 cells
+    and r = 2, one image, 438 ms that way, ~25 ms this way; README.md).
     """
     test = test.float()
     b, hg, wg, c = test.shape
-    t_sq = (test * test).sum(-1)  # (B,Hg,Wg)
-    best = torch.full((b, hg, wg), INF, device=test.device)
-    r_i, r_j = min(radius, hg - 1), min(radius, wg - 1)
-    for di in range(-r_i, r_i + 1):
-        i0, i1 = max(0, -di), min(hg, hg - di)
-        for dj in range(-r_j, r_j + 1):
-            j0, j1 = max(0, -dj), min(wg, wg - dj)
-            h, w = i1 - i0, j1 - j0
-            t = test[:, i0:i1, j0:j1].permute(1, 2, 0, 3).reshape(h * w, b, c)
-            f = feats[i0 + di : i1 + di, j0 + dj : j1 + dj].reshape(h * w, -1, c)
-            n = norms[i0 + di : i1 + di, j0 + dj : j1 + dj].reshape(h * w, 1, -1)
-            d2 = torch.baddbmm(n, t, f.transpose(1, 2), beta=1.0, alpha=-2.0)  # (hw,B,K), without |t|²
-            d2 = d2.amin(2).T.reshape(b, h, w)
-            best[:, i0:i1, j0:j1] = torch.minimum(best[:, i0:i1, j0:j1], d2)
-    return (best + t_sq).clamp_min_(0)
-
+    k_bank = feats.shape[2]
+    r = max(0, min(int(radius), max(hg, wg) - 1))
+    k = 2 * r + 1
+    f = feats.reshape(hg * wg, k_bank, c).transpose(1, 2)
+    n = norms.reshape(hg * wg, 1, k_bank)
+    out = torch.empty(b, hg, wg, device=test.device)
+    for i in range(b):  # one image at a time: the neighbourhood copy is (2r+1)² times the image's features
+        # zero padding: the padded cells' distances land in the border of `best`, which is cut off
+        pad = F.pad(test[i].permute(2, 0, 1), (r, r, r, r))  # (C,Hg+2r,Wg+2r)
+        nb = pad.unfold(1, k, 1).unfold(2, k, 1).permute(1, 2, 3, 4, 0).reshape(hg * wg, k * k, c)
+        e = torch.baddbmm(n, nb, f, beta=1.0, alpha=-2.0).amin(-1).view(hg, wg, k, k)
+        # e[qi,qj,a,b]: test cell (qi+a-r, qj+b-r) against the patches of bank cell (qi,qj), without |t|²
+        best = torch.full((hg + 2 * r, wg + 2 * r), INF, device=test.device)
+        for da in range(k):
+            for db in range(k):
+                sl = best[da:da + hg, db:db + wg]
+                torch.minimum(sl, e[:, :, da, db], out=sl)
+        out[i] = best[r:r + hg, r:r + wg]
+    return (out + (test * test).sum(-1)).clamp_min_(0)

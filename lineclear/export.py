@@ -121,7 +121,8 @@ def _ddad_parts(model, cfg) -> tuple[nn.Module, tuple, tuple, dict, dict]:
 def _patchcore_parts(model, cfg) -> tuple[nn.Module, tuple[str, ...], tuple[str, ...], dict, dict]:
     arrays = {"bank": model.bank.cpu().numpy().astype(np.float32), "bank_pos": model.bank_pos.cpu().numpy(),
               "grid": model.grid.cpu().numpy(), "mean_image": model.mean_image.cpu().permute(1, 2, 0).numpy()}
-    params = {"radius": model.radius, "blur_sigma": float(cfg.blur_sigma), "block_mb": float(model.block_mb)}
+    params = {"radius": model.radius, "blur_sigma": float(cfg.blur_sigma), "block_mb": float(model.block_mb),
+              "neighbourhood": int(cfg.neighbourhood)}
     return _PatchCoreGraph(model), ("image",), ("features",), arrays, params
 
 
@@ -199,7 +200,8 @@ def _write_graph(module: nn.Module, inputs: tuple[str, ...], outputs: tuple[str,
 def fidelity(model, runtime, images: np.ndarray, tolerance: float) -> dict[str, Any]:
     """Maps and scores of the exported model against the PyTorch model's on ``images`` (N,H,W,3).
 
-    Per image without a mask, and the first image once more with its left half pre-masked.
+    Per image without a mask; the first image once more with its left half pre-masked, and once as a
+    registered image whose left fifth and top eighth came from outside the camera frame (the seam).
     ``ok`` when the worst map difference and the worst image-score difference are at most ``tolerance`` ×
     the PyTorch maps' range (scores are in the maps' units: their maximum, or that of a mean filter).
     """
@@ -207,11 +209,15 @@ def fidelity(model, runtime, images: np.ndarray, tolerance: float) -> dict[str, 
     h, w = images.shape[1:3]
     half = np.ones((h, w), bool)
     half[:, : w // 2] = False
-    cases = [(images[i:i + 1], None) for i in range(len(images))] + [(images[:1], half)]
-    for x, roi in cases:
+    seam = np.ones((1, h, w), bool)
+    seam[:, :, : w // 5] = False
+    seam[:, : h // 8] = False
+    cases = [(images[i:i + 1], None, None) for i in range(len(images))] + [(images[:1], half, None),
+                                                                            (images[:1], None, seam)]
+    for x, roi, valid in cases:
         stage = "pre" if roi is not None else "none"
-        m, s, _ = score_arrays(model, x, roi=roi, mask_stage=stage, device="cpu")
-        m2, s2, _ = score_exported(runtime, x, roi=roi, mask_stage=stage)
+        m, s, _ = score_arrays(model, x, roi=roi, valid=valid, mask_stage=stage, device="cpu")
+        m2, s2, _ = score_exported(runtime, x, roi=roi, valid=valid, mask_stage=stage)
         ref_maps.append(m)
         ref_scores.append(s)
         got_maps.append(m2)
@@ -225,7 +231,7 @@ def fidelity(model, runtime, images: np.ndarray, tolerance: float) -> dict[str, 
     score_diff = float(np.abs(rs - gs).max())
     return {
         "ok": map_diff <= tolerance * map_range and score_diff <= tolerance * map_range,
-        "images": len(images), "premasked_images": 1, "tolerance": tolerance,
+        "images": len(images), "premasked_images": 1, "registered_images": 1, "tolerance": tolerance,
         "map_range": round(map_range, 6), "max_map_diff": map_diff, "max_map_diff_rel": map_diff / map_range,
         "max_score_diff": score_diff, "max_score_diff_rel": score_diff / map_range,
     }

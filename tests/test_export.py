@@ -41,6 +41,18 @@ REPO = Path(__file__).resolve().parent.parent
 # -- the numpy twins ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("grid, p", [((8, 12), 5), ((5, 7), 3), ((8, 12), 1)])
+def test_valid_cells_twin(grid, p):
+    from lineclear.models.patchcore.model import valid_cells
+
+    valid = np.ones((64, 96), np.float32)
+    valid[:, :13] = 0
+    valid[50:, 70:] = 0
+    ref = valid_cells(torch.from_numpy(valid)[None, None], grid, p)[0].numpy()
+    got = ops.valid_cells(valid, grid, p)
+    assert np.array_equal(got, ref) and got.any() and not got.all()
+
+
 @pytest.mark.parametrize("sigma, shape", [(4.0, (40, 56)), (2.0, (33, 17)), (1.5, (5, 7))])
 def test_blur_twin(sigma, shape):
     x = np.random.default_rng(0).random(shape).astype(np.float32) * 10
@@ -153,12 +165,15 @@ def test_exported_maps_equal_torch_maps(runs, view, tmp_path, model, fmt):
     x = np.stack([read_rgb(p, size) for p in list_images(view / "test")])
     roi = np.ones(size, bool)
     roi[:, : size[1] // 3] = False
-    for stage, mask in (("none", None), ("pre", roi), ("post", roi)):
-        ref_maps, ref_scores, _ = score_arrays(torch_model, x, roi=mask, mask_stage=stage)
-        maps, scores, _ = score_exported(exported, x, roi=mask, mask_stage=stage)
+    seam = np.ones((len(x), *size), bool)  # registered images: their bottom rows came from outside the frame
+    seam[:, -size[0] // 4:] = False
+    for stage, mask, valid in (("none", None, None), ("pre", roi, None), ("post", roi, None), ("none", None, seam),
+                               ("pre", roi, seam)):
+        ref_maps, ref_scores, _ = score_arrays(torch_model, x, roi=mask, valid=valid, mask_stage=stage, border_margin=2)
+        maps, scores, _ = score_exported(exported, x, roi=mask, valid=valid, mask_stage=stage, border_margin=2)
         rng_map = float(ref_maps.max() - ref_maps.min())
         assert rng_map > 0
-        assert np.abs(maps - ref_maps).max() <= TOL * rng_map, (stage, np.abs(maps - ref_maps).max(), rng_map)
+        assert np.abs(maps - ref_maps).max() <= TOL * rng_map, (stage, valid is None, np.abs(maps - ref_maps).max())
         assert np.abs(scores - ref_scores).max() <= TOL * rng_map, stage
 
 

@@ -21,6 +21,7 @@ class ExportedModel:
     """Base: the export's map size and the score rule of the map's maximum."""
 
     name = ""
+    uses_validity = False  # True: forward(..., valid=) as the PyTorch model (lineclear.models.base)
 
     def __init__(self, info: ExportInfo, arrays: dict[str, np.ndarray], threads: int = 1) -> None:
         self.info = info
@@ -39,10 +40,16 @@ class ExportedModel:
         if mask is not None and mask.shape[-2:] != self.map_size:
             raise LineclearError(f"{self.info.root}: mask of shape {mask.shape} does not fit {self.map_size}")
 
-    def forward(self, images: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, images: np.ndarray, mask: np.ndarray | None = None,
+                valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """images (B,H,W,3); mask, valid (B,H,W) or (H,W) {0,1} or None → maps (B,H,W), scores (B,)."""
         self._check(images, mask)
-        maps = np.stack([self.one(images[i], None if mask is None else mask[i] if mask.ndim == 3 else mask)
-                         for i in range(images.shape[0])])
+
+        def each(a: np.ndarray | None, i: int) -> np.ndarray | None:
+            return None if a is None else a[i] if a.ndim == 3 else a
+
+        kw = lambda i: {"valid": each(valid, i)} if self.uses_validity else {}  # noqa: E731
+        maps = np.stack([self.one(images[i], each(mask, i), **kw(i)) for i in range(images.shape[0])])
         return maps, self.image_score(maps)
 
     def one(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:  # pragma: no cover - abstract
@@ -53,6 +60,7 @@ class PatchCoreExported(ExportedModel):
     """Backbone and feature aggregation in the graph; the memory bank and its search in numpy."""
 
     name = "patchcore"
+    uses_validity = True  # the seam never reaches the map: a validity-weighted blur (PatchCoreModel.map_from_features)
 
     def __init__(self, info: ExportInfo, arrays: dict[str, np.ndarray], threads: int = 1) -> None:
         super().__init__(info, arrays, threads)
@@ -63,11 +71,12 @@ class PatchCoreExported(ExportedModel):
         self.radius = self.params.get("radius")
         self.blur_sigma = float(self.params["blur_sigma"])
         self.block_mb = float(self.params.get("block_mb", 64.0))
+        self.neighbourhood = int(self.params.get("neighbourhood", info.doc.get("config", {}).get("neighbourhood", 3)))
         c = self.bank.shape[1]
         self.use_global = self.radius is None or (self.radius >= max(self.grid) - 1 and self.bank.shape[0] * c * 4 < 2**30)
         self.dense = None if self.use_global else ops.dense_bank(self.bank, arrays["bank_pos"], self.grid)
 
-    def one(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    def one(self, image: np.ndarray, mask: np.ndarray | None, valid: np.ndarray | None = None) -> np.ndarray:
         x = image.astype(np.float32)
         m = None
         if mask is not None:
@@ -86,7 +95,16 @@ class PatchCoreExported(ExportedModel):
         dist = np.sqrt(d2).astype(np.float32)
         if m is not None:
             dist = dist * ops.adaptive_max_pool(m, self.grid)
-        amap = ops.gaussian_blur(ops.resize_bilinear(dist, self.map_size), self.blur_sigma)
+        up = lambda a: ops.resize_bilinear(a, self.map_size)  # noqa: E731
+        # patches reaching over a registration seam get no weight (one cell further than the bank's rule)
+        cells = None if valid is None else ops.valid_cells(valid, self.grid, self.neighbourhood + 2)
+        if cells is None or bool(cells.all()):
+            amap = ops.gaussian_blur(up(dist), self.blur_sigma)
+        else:
+            wgt = cells.astype(np.float32)
+            num = ops.gaussian_blur(up(dist * wgt), self.blur_sigma)
+            den = ops.gaussian_blur(up(wgt), self.blur_sigma)
+            amap = np.where(den > 1e-3, num / np.maximum(den, np.float32(1e-3)), np.float32(0))
         if m is not None:
             amap = amap * m
         return amap.astype(np.float32)

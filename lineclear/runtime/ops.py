@@ -53,6 +53,18 @@ def adaptive_max_pool(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def valid_cells(valid: np.ndarray, grid: tuple[int, int], neighbourhood: int) -> np.ndarray:
+    """(H,W) registration validity → (Hg,Wg) bool: cells whose whole support is valid
+    (:func:`lineclear.models.patchcore.model.valid_cells`: adaptive max pool of the invalid pixels, then a
+    ``neighbourhood``² max pool)."""
+    inv = adaptive_max_pool(1.0 - (np.asarray(valid) > 0.5).astype(np.float32), grid)
+    if neighbourhood > 1:
+        # max pool with stride 1 and padding p//2: PyTorch pads with -inf, a 0 border is the same for values ≥ 0
+        inv = cv2.dilate(inv, np.ones((neighbourhood, neighbourhood), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                         borderValue=0)
+    return inv < 0.5
+
+
 def mean_filter_max(x: np.ndarray, size: int) -> float:
     """Max of ``F.avg_pool2d(x, size, stride=1, padding=size//2, count_include_pad=True)`` of (H,W)."""
     x = x.astype(np.float32)

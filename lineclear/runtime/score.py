@@ -22,7 +22,8 @@ def score_arrays(
     """As :func:`lineclear.scoring.score_arrays` (same arguments and results, no device)."""
     b, h, w, _ = images.shape
     images, pre, count = scoring_masks(images, roi, valid, mask_stage, border_margin, fill)
-    maps, scores = model.forward(np.ascontiguousarray(images, np.float32), pre)
+    maps, scores = model.forward(np.ascontiguousarray(images, np.float32), pre,
+                                 valid if model.uses_validity else None)
     if count is not None:
         maps = maps * count.astype(np.float32)
         if pre is None or not np.array_equal(pre, count):

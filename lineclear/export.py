@@ -184,8 +184,11 @@ def _write_graph(module: nn.Module, inputs: tuple[str, ...], outputs: tuple[str,
     onnx_path = out / "network.onnx"
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-        torch.onnx.export(module.eval(), examples, str(onnx_path), dynamo=False, opset_version=OPSET,
-                          input_names=list(inputs), output_names=list(outputs), do_constant_folding=True)
+        try:
+            torch.onnx.export(module.eval(), examples, str(onnx_path), dynamo=False, opset_version=OPSET,
+                              input_names=list(inputs), output_names=list(outputs), do_constant_folding=True)
+        except ImportError as exc:
+            raise LineclearError(f"exporting a graph needs {exc.name or 'onnx'} (pip install 'lineclear[onnx]')") from None
     if fmt == "onnx":
         return ["network.onnx"]
     try:

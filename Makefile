@@ -23,7 +23,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_PINS)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,onnx,openvino]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,station,onnx,openvino]'
 	@touch $(STAMP)
 
 test: $(STAMP)
@@ -35,7 +35,7 @@ test-all: $(STAMP)
 # The reader fuzz tests with 25 times as many inputs, fresh ones each run (LINECLEAR_FUZZ=long; failures are
 # kept in .hypothesis/ and replayed first next time), and the slow SIGKILL test. Prints the counts.
 fuzz: $(STAMP)
-	LINECLEAR_FUZZ=long $(BIN)/python -m pytest -q tests/test_formats_fuzz.py tests/test_crash_safety.py $(PYTEST_ARGS)
+	LINECLEAR_FUZZ=long $(BIN)/python -m pytest -q tests/test_formats_fuzz.py tests/test_record_fuzz.py tests/test_crash_safety.py $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(MAKE) --no-print-directory -C examples demo OUT=$(CURDIR)/demo-out LINECLEAR=$(abspath $(BIN))/lineclear PYTHON=$(abspath $(BIN))/python

@@ -1,6 +1,6 @@
 """The layering of ``lineclear/`` is a test: every import, read with ``ast``, points down.
 
-    cli  →  line  →  stages  →  models / formats        (base: imported by all)
+    cli  →  station  →  line  →  stages  →  models / formats        (base: imported by all)
 
 A layer may import any layer below it; models and formats never import each other; nothing imports
 upwards. Imports inside functions and under ``TYPE_CHECKING`` count like any other: a lazy import
@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "lineclear"
 LAYERS = {
     "lineclear.cli": "cli",
     "lineclear.__main__": "cli",
+    "lineclear.station": "station",
     "lineclear.line": "line",
     "lineclear.check": "line",  # compatibility re-exports of lineclear.line
     "lineclear.deploy": "line",
@@ -34,11 +35,12 @@ LAYERS = {
 
 # layer → the layers it must not import
 FORBIDDEN = {
-    "base": {"cli", "line", "stages", "models", "formats"},
-    "models": {"cli", "line", "formats"},
-    "formats": {"cli", "line", "stages", "models"},
-    "stages": {"cli", "line"},
-    "line": {"cli"},
+    "base": {"cli", "station", "line", "stages", "models", "formats"},
+    "models": {"cli", "station", "line", "formats"},
+    "formats": {"cli", "station", "line", "stages", "models"},
+    "stages": {"cli", "station", "line"},
+    "line": {"cli", "station"},
+    "station": {"cli"},
     "cli": set(),
 }
 
@@ -115,6 +117,7 @@ def test_every_import_in_the_package_points_down_the_layers() -> None:
     ("lineclear.scoring", "def f():\n    import lineclear.cli.main\n", "stages → cli"),
     ("lineclear.register", "from lineclear.line.checker import Checker\n", "stages → line"),
     ("lineclear.line.overlay", "from ..cli import console\n", "line → cli"),
+    ("lineclear.line.watch", "from lineclear.station.service import Station\n", "line → station"),
 ])
 def test_a_forbidden_arrow_is_found_wherever_it_hides(module: str, source: str, arrow: str) -> None:
     bad = forbidden_arrows({module: (source, False)})

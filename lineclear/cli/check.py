@@ -62,6 +62,19 @@ def note_once(result, seen: set[tuple[str, str]]) -> None:
                 console.note(f"view {v.view}: {n}")
 
 
+def device_for(manifest, device: str, bf16: bool):
+    """The device a bundle's models run on: PyTorch's choice (``--device``) when a view runs on torch, else the
+    CPU, without importing PyTorch (ONNX Runtime / OpenVINO); ``--device``/``--bf16`` are then noted as ignored."""
+    if manifest.needs_torch:
+        from lineclear.device import resolve_device  # imports PyTorch: only for a bundle that runs on it
+
+        return resolve_device(device)
+    if device.lower() not in ("auto", "cpu") or bf16:
+        console.note(f"{'--bf16' if bf16 else '--device ' + device}: ignored, the bundle's views run exported "
+                     f"models (float32, on the CPU)")
+    return "cpu"
+
+
 def check_command(
     bundle: Annotated[Path, typer.Argument(help="Deployment bundle folder (from `lineclear deploy`).", show_default=False)],
     images: Annotated[Optional[List[Path]], typer.Argument(help="Images, assigned to views by the manifest's name patterns.", show_default=False)] = None,
@@ -104,15 +117,7 @@ def check_command(
     if out is not None:
         check_writable(out, overwrite)
     manifest = read_manifest(bundle)
-    if manifest.needs_torch:
-        from lineclear.device import resolve_device  # imports PyTorch: only for a bundle that runs on it
-
-        dev = resolve_device(device)
-    else:
-        dev = "cpu"  # ONNX Runtime / OpenVINO on the CPU
-        if device.lower() not in ("auto", "cpu") or bf16:
-            console.note(f"{'--bf16' if bf16 else '--device ' + device}: ignored, the bundle's views run exported "
-                         f"models (float32, on the CPU)")
+    dev = device_for(manifest, device, bf16)
     # the command line is checked against the manifest before the models load: a usage error is immediate
     expected = list(only) if only else None
     for n in expected or []:

@@ -15,6 +15,7 @@ schema                          file                           module
 ``lineclear.export/1``          exported model (ONNX/OpenVINO) :mod:`.export`
 ``lineclear.verdict/1``         line-side verdicts, JSON       :mod:`.verdict`
 (JSON lines, records validated) the watch log (``--log``)      :mod:`.verdict`
+``lineclear.record/1``          line-clearance record, SQLite  :mod:`.record`
 (VIA 1/2 CSV and JSON)          annotations from VIA          :mod:`.via`
 (PNG, no schema)                masks, uint8 0/255             :mod:`.masks`
 =============================== ============================== ===========================

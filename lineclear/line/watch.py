@@ -154,8 +154,13 @@ def watch(
     on_result: Callable[[CheckResult, int], None] | None = None,
     on_event: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    set_offset: int = 0,
 ) -> WatchSummary:
-    """Run the watch loop until a stop condition; returns the counts. ``on_result(result, set_no)`` per set."""
+    """Run the watch loop until a stop condition; returns the counts. ``on_result(result, set_no)`` per set.
+
+    Sets are numbered ``set_offset + 1``, ``set_offset + 2``, ... in the log, the overlay names and
+    ``on_result`` (a caller that keeps numbering across runs, like ``lineclear serve``, passes its last number).
+    """
     opts = options or WatchOptions()
     folder = Path(folder)
     tracker = FileTracker(folder, opts.settle, opts.recursive)
@@ -174,12 +179,13 @@ def watch(
 
     def run_set(images: dict[str, Path], reason: str) -> None:
         summary.sets += 1
+        set_no = set_offset + summary.sets
         missing = f"no image for this view within {opts.set_timeout:g} s" if reason == "timeout" else (
             f"no image for this view ({reason})")
         try:
             # overlays carry the set number: cameras that always save "A.png" get one overlay per set
             result = checker.check(images, overlay_dir=overlay_dir, overwrite=overwrite, missing_reason=missing,
-                                   overlay_prefix=f"set{summary.sets:06d}_")
+                                   overlay_prefix=f"set{set_no:06d}_")
         except Exception as exc:  # noqa: BLE001 - the loop must survive; the set is undecided
             result = CheckResult(str(checker.bundle.root), [
                 ViewVerdict(v, UNDECIDED, f"internal error: {type(exc).__name__}: {exc}",
@@ -187,9 +193,9 @@ def watch(
                 {"load": checker.load_ms}, str(checker.device))
         summary.counts[result.verdict] += 1
         if log is not None:
-            append_verdict_log(log, log_records(result, summary.sets))
+            append_verdict_log(log, log_records(result, set_no))
         if on_result is not None:
-            on_result(result, summary.sets)
+            on_result(result, set_no)
 
     def done() -> str:
         if opts.max_sets is not None and summary.sets >= opts.max_sets:

@@ -23,7 +23,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_PINS)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,station]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,station,onnx,openvino]'
 	@touch $(STAMP)
 
 test: $(STAMP)

@@ -316,3 +316,31 @@ def regions_mask(regions: Iterable[Any], size: tuple[int, int]) -> np.ndarray:
     from lineclear.labels import rasterise
 
     return rasterise(list(regions), size)
+
+
+def scoring_masks(
+    images: np.ndarray, roi: np.ndarray | None, valid: np.ndarray | None, mask_stage: str, border_margin: int,
+    fill: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """What a scorer gives its model, for every runtime alike: ``(images, pre, count)``.
+
+    images (B,H,W,3) float32 with the scene continued outside ``valid`` (:func:`fill_outside`); ``pre``
+    (B,H,W) bool, the pre-mask for the model, or None; ``count`` (B,H,W) bool, the pixels that count
+    (inspection mask ∧ validity eroded by ``border_margin``), or None when all do.
+    """
+    if mask_stage not in ("none", "pre", "post"):
+        raise UsageError(f"mask stage must be one of ('none', 'pre', 'post'), got {mask_stage!r}")
+    b, h, w, _ = images.shape
+    if roi is not None and mask_stage == "none":
+        raise UsageError("an inspection mask was given without a mask stage (pre or post)")
+    roi_b = np.broadcast_to(roi, (b, h, w)) if roi is not None else None
+    count = None
+    if valid is not None:
+        # Pixels from outside the camera frame are not data: the scene is continued there (so nothing
+        # unusual reaches the features through their receptive field) and the seam does not count.
+        images = np.stack([fill_outside(images[i], valid[i], fill) for i in range(b)])
+        count = np.stack([erode_valid(valid[i], border_margin) for i in range(b)])
+    pre = roi_b.copy() if roi_b is not None and mask_stage == "pre" else None
+    if roi_b is not None:
+        count = roi_b.copy() if count is None else (count & roi_b)
+    return images, pre, count

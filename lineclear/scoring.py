@@ -37,7 +37,7 @@ import torch
 from lineclear.errors import FormatError, LineclearError, UsageError
 from lineclear.formats import load_checkpoint, read_mask, resize_mask
 from lineclear.images import read_raw, read_rgb, resize, to_float_rgb
-from lineclear.masking import erode_valid, fill_outside, valid_at
+from lineclear.masking import scoring_masks, valid_at
 from lineclear.models import get_model
 from lineclear.models.base import AnomalyModel, config_from_dict
 from lineclear.progress import Progress, ensure
@@ -130,21 +130,8 @@ def score_arrays(
     continue the scene outside ``valid`` (inpainting without it).
     Returns maps (B,H,W) float32, scores (B,), and the pixels that count (B,H,W) bool or None.
     """
-    if mask_stage not in MASK_STAGES:
-        raise UsageError(f"mask stage must be one of {MASK_STAGES}, got {mask_stage!r}")
     b, h, w, _ = images.shape
-    if roi is not None and mask_stage == "none":
-        raise UsageError("an inspection mask was given without a mask stage (pre or post)")
-    roi_b = np.broadcast_to(roi, (b, h, w)) if roi is not None else None
-    count = None
-    if valid is not None:
-        # Pixels from outside the camera frame are not data: the scene is continued there (so nothing
-        # unusual reaches the features through their receptive field) and the seam does not count.
-        images = np.stack([fill_outside(images[i], valid[i], fill) for i in range(b)])
-        count = np.stack([erode_valid(valid[i], border_margin) for i in range(b)])
-    pre = roi_b.copy() if roi_b is not None and mask_stage == "pre" else None
-    if roi_b is not None:
-        count = roi_b.copy() if count is None else (count & roi_b)
+    images, pre, count = scoring_masks(images, roi, valid, mask_stage, border_margin, fill)
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
     dev_type = torch.device(device).type
     ctx = torch.autocast(dev_type, dtype=torch.bfloat16) if bf16 else nullcontext()

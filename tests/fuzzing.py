@@ -109,7 +109,7 @@ _HUGE = "\u0001HUGE\u0001"  # replaced by a 5000-digit integer after json.dumps 
 
 SPECIAL_STRINGS = ["", " ", "../x", "/etc/passwd", "a/../../b", "C:\\x", "a\\b", ".hidden", "\x00", "é",
                    "\ud800", "rect", "polygon", "max", "clear", "leftover", "undecided", "none", "pre", "post",
-                   "lineclear.maps/1", "lineclear.thresholds/2", "lineclear.deploy/1", "lineclear.verdict/1",
+                   "lineclear.maps/1", "lineclear.thresholds/2", "lineclear.deploy/1", "lineclear.deploy/2", "lineclear.verdict/1",
                    "x" * 300, "0" * 64, _HUGE]
 
 EXTREMES = [1e308, -1e308, 1e300, 1e200, 5e-324, -0.0, 2**63, 10**400, math.nan, math.inf, -math.inf, True, 0, -1]

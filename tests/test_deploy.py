@@ -1,4 +1,4 @@
-"""``lineclear deploy``: bundles, the manifest (lineclear.deploy/1) and its hashes.
+"""``lineclear deploy``: bundles, the manifest (lineclear.deploy/2) and its hashes.
 
 Also holds the helpers the check tests share: a toy model registered for the test (anomaly map =
 |image − mean training image|), views of textured scenes that ORB can register, and runs whose
@@ -126,7 +126,7 @@ def test_deploy_builds_a_verified_bundle(line_runs: dict[str, Path], tmp_path: P
     summary = json.loads(capsys.readouterr().out)
     assert set(summary["views"]) == {"A", "B"}
     doc = json.loads((out / "manifest.json").read_text())
-    assert doc["schema"] == "lineclear.deploy/1"
+    assert doc["schema"] == "lineclear.deploy/2" and doc["views"]["A"]["runtime"] == "torch"
     a, b = doc["views"]["A"], doc["views"]["B"]
     # the mask and stage are those of the calibration maps; A was calibrated without one
     assert a["mask_stage"] == "none" and a["mask"] is None

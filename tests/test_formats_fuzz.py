@@ -434,18 +434,35 @@ def test_fuzz_thresholds(work: Path, thresholds_doc: dict, data) -> None:
 # -- deploy manifest JSON --------------------------------------------------------------------------------------
 
 
+def _fuzzed_copy(fuzzed: Path, seed_dir: Path, name: str, data) -> Path:
+    """A copy of ``seed_dir`` (made once) whose JSON file ``name`` is a mutation of the seed's."""
+    blob = data.draw(mutated_json(json.loads((seed_dir / name).read_text())))
+    if not fuzzed.exists():
+        import shutil
+
+        shutil.copytree(seed_dir, fuzzed)
+    _put(fuzzed, name, blob)
+    return fuzzed
+
+
 @pytest.fixture(scope="module")
 def bundle_dir(work: Path) -> Path:
     b = work / "line"
     for rel, data in [("A/model.pt", b"weights"), ("A/thresholds.json", b"{}"), ("A/reference.png", b"png"),
-                      ("A/mask.png", b"mask"), ("A/run.json", b"{}")]:
+                      ("A/mask.png", b"mask"), ("A/run.json", b"{}"), ("B/onnx/export.json", b"{}"),
+                      ("B/onnx/network.onnx", b"graph"), ("B/onnx/arrays.npz", b"arrays"),
+                      ("B/thresholds.json", b"{}"), ("B/reference.png", b"png")]:
         (b / rel).parent.mkdir(parents=True, exist_ok=True)
         (b / rel).write_bytes(data)
     view = {"model": "template", "checkpoint": "A/model.pt", "thresholds": "A/thresholds.json",
             "reference": "A/reference.png", "mask": "A/mask.png", "run": "A/run.json", "mask_stage": "post",
             "border_margin": 2, "image_size": [192, 256], "map_size": [48, 64], "pattern": "*A*",
             "registration": {"model": "homography"}, "image_qc": {"dark": 0.02}, "provenance": {"run": "runs/A"}}
-    write_manifest(b, {"A": view})
+    exported = {"model": "patchcore", "runtime": "onnx", "checkpoint": None, "export": "B/onnx/export.json",
+                "export_files": ["B/onnx/network.onnx", "B/onnx/arrays.npz"], "thresholds": "B/thresholds.json",
+                "reference": "B/reference.png", "mask": None, "run": None, "mask_stage": "none", "border_margin": 8,
+                "image_size": [192, 256], "map_size": [48, 64], "pattern": "B", "registration": None, "image_qc": {}}
+    write_manifest(b, {"A": view, "B": exported})
     return b
 
 
@@ -456,26 +473,61 @@ def _read_manifest_fully(bundle: Path) -> dict:
     by_view = view_problems(b, problems)
     for spec in b.views.values():
         assert len(spec.image_size) == len(spec.map_size) == 2 and spec.border_margin >= 0
-        assert all(bundle in p.parents for p in (spec.checkpoint, spec.thresholds, spec.reference))
+        assert all(bundle in p.parents for p in (spec.checkpoint, spec.export, spec.thresholds, spec.reference)
+                   if p is not None)
+        assert spec.runtime in ("torch", "onnx", "openvino") and (spec.checkpoint or spec.export) is not None
     return by_view
 
 
 def test_manifest_seed_reads_back(bundle_dir: Path) -> None:
-    assert _read_manifest_fully(bundle_dir) == {"A": []}
+    assert _read_manifest_fully(bundle_dir) == {"A": [], "B": []}
 
 
 @fuzz_settings(300)
 @given(data=st.data())
 def test_fuzz_manifest(work: Path, bundle_dir: Path, data) -> None:
-    seed = json.loads((bundle_dir / "manifest.json").read_text())
-    blob = data.draw(mutated_json(seed))
-    fuzzed = work / "fuzzed_line"
-    if not fuzzed.exists():
-        import shutil
-
-        shutil.copytree(bundle_dir, fuzzed)
-    _put(fuzzed, "manifest.json", blob)
+    fuzzed = _fuzzed_copy(work / "fuzzed_line", bundle_dir, "manifest.json", data)
     attempt("deploy manifest JSON", lambda: _read_manifest_fully(fuzzed))
+
+
+# -- exported model: export.json -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def export_dir(work: Path) -> Path:
+    from lineclear.formats.export import write_export
+
+    d = work / "export"
+    d.mkdir()
+    (d / "network.onnx").write_bytes(b"graph")
+    (d / "arrays.npz").write_bytes(b"arrays")
+    write_export(d, {"model": "patchcore", "format": "onnx", "map_size": [48, 64], "config": {"image_size": [48, 64]},
+                     "params": {"radius": 2, "blur_sigma": 4.0}, "graph": "network.onnx", "graph_inputs": ["image"],
+                     "graph_outputs": ["features"], "arrays": "arrays.npz", "checkpoint_sha256": "0" * 64,
+                     "fidelity": {"ok": True}}, ["network.onnx", "arrays.npz"])
+    return d
+
+
+def _read_export_fully(d: Path) -> list[str]:
+    from lineclear.formats.export import export_problems, read_export
+
+    info = read_export(d)
+    assert len(info.map_size) == 2 and min(info.map_size) > 0 and info.format in ("onnx", "openvino")
+    for key in ("graph", "arrays"):
+        p = info.path(key)
+        assert p is None or d in p.parents
+    return export_problems(info)
+
+
+def test_export_seed_reads_back(export_dir: Path) -> None:
+    assert _read_export_fully(export_dir) == []
+
+
+@fuzz_settings(300)
+@given(data=st.data())
+def test_fuzz_export(work: Path, export_dir: Path, data) -> None:
+    fuzzed = _fuzzed_copy(work / "fuzzed_export", export_dir, "export.json", data)
+    attempt("export JSON", lambda: _read_export_fully(fuzzed))
 
 
 # -- verdicts: the check --out document and the watch log ------------------------------------------------------

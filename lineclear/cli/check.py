@@ -22,7 +22,6 @@ from rich.text import Text
 from lineclear.cli import console
 from lineclear.cli.deploy import parse_view_map
 from lineclear.cli.options import Device, Overwrite
-from lineclear.device import resolve_device
 from lineclear.errors import LineclearError, UsageError
 from lineclear.formats import check_writable
 from lineclear.formats._io import _json_default
@@ -61,6 +60,19 @@ def note_once(result, seen: set[tuple[str, str]]) -> None:
             if (v.view, n) not in seen:
                 seen.add((v.view, n))
                 console.note(f"view {v.view}: {n}")
+
+
+def device_for(manifest, device: str, bf16: bool):
+    """The device a bundle's models run on: PyTorch's choice (``--device``) when a view runs on torch, else the
+    CPU, without importing PyTorch (ONNX Runtime / OpenVINO); ``--device``/``--bf16`` are then noted as ignored."""
+    if manifest.needs_torch:
+        from lineclear.device import resolve_device  # imports PyTorch: only for a bundle that runs on it
+
+        return resolve_device(device)
+    if device.lower() not in ("auto", "cpu") or bf16:
+        console.note(f"{'--bf16' if bf16 else '--device ' + device}: ignored, the bundle's views run exported "
+                     f"models (float32, on the CPU)")
+    return "cpu"
 
 
 def check_command(
@@ -104,8 +116,8 @@ def check_command(
         raise LineclearError(f"{watch}: no such folder to watch")
     if out is not None:
         check_writable(out, overwrite)
-    dev = resolve_device(device)
     manifest = read_manifest(bundle)
+    dev = device_for(manifest, device, bf16)
     # the command line is checked against the manifest before the models load: a usage error is immediate
     expected = list(only) if only else None
     for n in expected or []:

@@ -40,13 +40,14 @@ def deploy_command(
     register_: Annotated[bool, typer.Option("--register/--no-register", help="Register each image to the view's reference with quality control (off only for cameras that cannot move).")] = True,
     border_margin: Annotated[Optional[int], typer.Option("--border-margin", min=0, help="Map pixels along a registration seam that are ignored (default: as calibrated, else lineclear score's default).")] = None,
     max_raised_fraction: Annotated[float, typer.Option("--max-raised-fraction", min=0.0, max=1.0, help="Share of the inspected area above the pixel threshold beyond which check says undecided (scene changed: lighting, dirty lens, camera) instead of leftover.")] = DEFAULT_MAX_RAISED_FRACTION,
+    runtime: Annotated[str, typer.Option("--runtime", help="torch (the checkpoint), onnx or openvino (the run's export, RUN_DIR/export-RUNTIME, made and checked when missing): check then runs without PyTorch.")] = "torch",
     overwrite: Overwrite = False,
 ) -> None:
     """Bundle each view's checkpoint, thresholds, reference, inspection mask and registration settings.
 
     Mask, mask stage and border margin are those the thresholds were calibrated with: the line scores as calibrated.
 
-    Writes OUT/manifest.json (lineclear.deploy/1) with the SHA-256 of every file; built beside OUT, then renamed.
+    Writes OUT/manifest.json (lineclear.deploy/2) with the SHA-256 of every file; built beside OUT, then renamed.
     """
     maps = {opt: parse_view_map(vals, f"--{opt}") for opt, vals in
             (("thresholds", thresholds), ("mask", mask), ("reference", reference), ("pattern", pattern))}
@@ -66,7 +67,7 @@ def deploy_command(
         src = view_from_run(
             run, thresholds=maps["thresholds"].get(v), mask=maps["mask"].get(v), reference=maps["reference"].get(v),
             pattern=maps["pattern"].get(v), registration=reg, border_margin=border_margin,
-            max_raised_fraction=max_raised_fraction,
+            max_raised_fraction=max_raised_fraction, runtime=runtime.lower(),
         )
         for n in src.notes:
             console.note(n)
@@ -75,7 +76,7 @@ def deploy_command(
     console.note(f"deployed {len(bundle.views)} view(s) to {out}")
     console.print_json({
         "bundle": str(out), "manifest": str(out / "manifest.json"),
-        "views": {n: {"model": s.model, "pattern": s.pattern, "mask_stage": s.mask_stage,
+        "views": {n: {"model": s.model, "runtime": s.runtime, "pattern": s.pattern, "mask_stage": s.mask_stage,
                       "border_margin": s.border_margin, "registration": (s.registration or {}).get("model"),
                       "map_size": list(s.map_size), "image_size": list(s.image_size),
                       "max_raised_fraction": s.max_raised_fraction}

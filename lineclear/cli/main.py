@@ -20,7 +20,7 @@ from lineclear.cli.helpfmt import Command
 from lineclear.errors import LineclearError
 
 # Pipeline order, which is also the order of ``lineclear --help``.
-COMMANDS = ["synth", "labels", "register", "mask", "train", "score", "calibrate", "evaluate", "table", "deploy", "check", "serve", "audit"]
+COMMANDS = ["synth", "labels", "register", "mask", "train", "score", "calibrate", "evaluate", "table", "export", "deploy", "check", "serve", "audit"]
 
 _app = typer.Typer(
     name="lineclear",

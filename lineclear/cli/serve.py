@@ -13,8 +13,8 @@ import typer
 from rich.markup import escape
 
 from lineclear.cli import console
+from lineclear.cli.check import device_for
 from lineclear.cli.options import Device
-from lineclear.device import resolve_device
 from lineclear.errors import LineclearError, UsageError
 from lineclear.formats.deploy import read_manifest
 from lineclear.formats.record import open_record
@@ -83,8 +83,8 @@ def serve_command(
     if host not in _LOOPBACK:
         console.warn(f"serving on {host}: the page is reachable from the network (acknowledgements need the token)")
     hosts = list(allowed_host) if allowed_host else (LOOPBACK_HOSTS if host in _LOOPBACK else ["*"])
-    dev = resolve_device(device)
     manifest = read_manifest(bundle)
+    dev = device_for(manifest, device, bf16)
     t0 = time.perf_counter()
     checker = Checker(manifest, dev, bf16=bf16)
     for name, reason in checker.errors.items():

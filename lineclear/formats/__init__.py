@@ -11,7 +11,8 @@ schema                          file                           module
 ``lineclear.run/1``             run directory config.json      :mod:`.run`
 ``lineclear.train_state/1``     resumable training state       :mod:`.checkpoint`
 ``lineclear.shifts/1``          synth's true homographies      :mod:`.synth`
-``lineclear.deploy/1``          line bundle manifest, JSON     :mod:`.deploy`
+``lineclear.deploy/2``          line bundle manifest, JSON     :mod:`.deploy` (``/1`` still read)
+``lineclear.export/1``          exported model (ONNX/OpenVINO) :mod:`.export`
 ``lineclear.verdict/1``         line-side verdicts, JSON       :mod:`.verdict`
 (JSON lines, records validated) the watch log (``--log``)      :mod:`.verdict`
 ``lineclear.record/1``          line-clearance record, SQLite  :mod:`.record`

@@ -80,6 +80,17 @@ def publish_dir(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
         raise
 
 
+def check_replaceable(out: str | os.PathLike, overwrite: bool, problem: Callable[[Path], str | None]) -> None:
+    """Refuse an existing folder ``out`` unless ``overwrite`` and ``problem(out)`` finds nothing against replacing it."""
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise OutputExistsError(f"{out}: exists (use --overwrite to replace it)")
+        why = problem(out)
+        if why:
+            raise LineclearError(f"{out}: {why}")
+
+
 def make_temp_dir(parent: str | os.PathLike, name: str) -> Path:
     """A new hidden folder in ``parent`` for building ``name``, with the usual permissions.
 

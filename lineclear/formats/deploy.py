@@ -1,9 +1,10 @@
-"""Deployment bundle manifest: ``<bundle>/manifest.json``, schema ``lineclear.deploy/1``.
+"""Deployment bundle manifest: ``<bundle>/manifest.json``, schema ``lineclear.deploy/2`` (``/1`` still read).
 
 A bundle is a folder a line PC needs and nothing else::
 
     line/manifest.json            this file
-    line/<view>/model.pt          the checkpoint (state dict + JSON)
+    line/<view>/model.pt          the checkpoint (state dict + JSON), for the torch runtime
+    line/<view>/onnx/...          an export (lineclear.export/1), for the onnx or openvino runtime
     line/<view>/thresholds.json   lineclear.thresholds/1 (pixel and image thresholds)
     line/<view>/reference.<ext>   the registration reference image
     line/<view>/mask.png          the inspection mask (only when the view is masked)
@@ -12,10 +13,13 @@ A bundle is a folder a line PC needs and nothing else::
 =================================== =============================================================
 key                                 meaning
 =================================== =============================================================
-schema                              ``lineclear.deploy/1``
+schema                              ``lineclear.deploy/2`` (``/1``: written before runtimes; read as torch)
 lineclear_version, created_utc      who wrote it and when; ``argv`` the command line
 views.<name>.model                  model name (e.g. ``patchcore``)
-views.<name>.checkpoint             bundle-relative path of ``model.pt``
+views.<name>.runtime                ``torch`` (default) | ``onnx`` | ``openvino``: what runs the model
+views.<name>.checkpoint             bundle-relative path of ``model.pt`` (torch runtime; else null)
+views.<name>.export                 bundle-relative path of the export's ``export.json`` (onnx/openvino)
+views.<name>.export_files           the export's other files (graph, arrays), each hashed in ``files``
 views.<name>.thresholds             bundle-relative path of ``thresholds.json``
 views.<name>.reference              bundle-relative path of the reference image
 views.<name>.mask                   bundle-relative path of the inspection mask, or null
@@ -51,10 +55,13 @@ from lineclear import __version__
 from lineclear.errors import FormatError
 from lineclear.formats._io import read_json, sha256_file, write_json
 
-DEPLOY_SCHEMA = "lineclear.deploy/1"
+DEPLOY_SCHEMA = "lineclear.deploy/2"
+DEPLOY_SCHEMA_V1 = "lineclear.deploy/1"  # no runtimes yet: every view runs on torch
 MANIFEST_NAME = "manifest.json"
 MASK_STAGES = ("none", "pre", "post")
-VIEW_FILE_KEYS = ("checkpoint", "thresholds", "reference", "mask", "run")
+RUNTIMES = ("torch", "onnx", "openvino")
+VIEW_FILE_KEYS = ("checkpoint", "thresholds", "reference", "mask", "run", "export")
+OPTIONAL_FILE_KEYS = ("mask", "run", "checkpoint", "export")
 # A map raised over more than this share of the inspected area is not a leftover but a changed scene
 # (a leftover covers a small part of the frame). Also the value for manifests written before the key existed.
 DEFAULT_MAX_RAISED_FRACTION = 0.5
@@ -66,7 +73,7 @@ class ViewSpec:
 
     name: str
     model: str
-    checkpoint: Path
+    checkpoint: Path | None
     thresholds: Path
     reference: Path
     mask: Path | None
@@ -81,6 +88,8 @@ class ViewSpec:
     provenance: dict[str, Any] = field(default_factory=dict)
     files: tuple[str, ...] = ()  # bundle-relative paths this view depends on
     max_raised_fraction: float = DEFAULT_MAX_RAISED_FRACTION
+    runtime: str = "torch"
+    export: Path | None = None  # the export's export.json (onnx/openvino runtime)
 
 
 @dataclass
@@ -92,6 +101,11 @@ class Bundle:
     @property
     def files(self) -> dict[str, dict[str, Any]]:
         return self.manifest["files"]
+
+    @property
+    def needs_torch(self) -> bool:
+        """Whether a view runs on PyTorch (a check of a bundle that needs none does not import it)."""
+        return any(v.runtime == "torch" for v in self.views.values())
 
 
 def manifest_path(bundle: str | os.PathLike) -> Path:
@@ -107,8 +121,7 @@ def write_manifest(bundle_dir: str | os.PathLike, views: dict[str, dict[str, Any
     root = Path(bundle_dir)
     files: dict[str, dict[str, Any]] = {}
     for entry in views.values():
-        for key in VIEW_FILE_KEYS:
-            rel = entry.get(key)
+        for rel in [entry.get(k) for k in VIEW_FILE_KEYS] + list(entry.get("export_files") or []):
             if rel is None:
                 continue
             p = root / rel
@@ -134,25 +147,42 @@ def read_manifest(bundle_dir: str | os.PathLike) -> Bundle:
     path = manifest_path(root)
     if not path.is_file():
         raise FormatError(f"{root}: not a lineclear bundle (no {MANIFEST_NAME})")
-    doc = read_json(path, DEPLOY_SCHEMA)
+    try:
+        doc = read_json(path, DEPLOY_SCHEMA)
+    except FormatError as exc:
+        try:
+            doc = read_json(path, DEPLOY_SCHEMA_V1)
+        except FormatError:
+            raise exc from None
     return _parse(path, root, doc)
 
 
-def verify_files(bundle: Bundle) -> dict[str, str]:
-    """Check every listed file's size and SHA-256: ``{relpath: problem}`` (empty when all are intact)."""
-    problems: dict[str, str] = {}
-    for rel, info in bundle.files.items():
+def verify_files(bundle: Bundle, jobs: int = 1) -> dict[str, str]:
+    """Check every listed file's size and SHA-256: ``{relpath: problem}`` (empty when all are intact).
+
+    ``jobs`` files are hashed at a time (hashlib releases the GIL: a line PC's start-up hashes in parallel).
+    """
+
+    def problem(rel: str, info: dict[str, Any]) -> str | None:
         p = bundle.root / rel
         if not p.is_file():
-            problems[rel] = f"{p}: missing from the bundle"
-            continue
+            return f"{p}: missing from the bundle"
         if p.stat().st_size != info["bytes"]:
-            problems[rel] = (f"{p}: size {p.stat().st_size} bytes differs from the manifest's {info['bytes']} "
-                             f"(tampered or corrupt)")
-            continue
+            return (f"{p}: size {p.stat().st_size} bytes differs from the manifest's {info['bytes']} "
+                    f"(tampered or corrupt)")
         if sha256_file(p) != info["sha256"]:
-            problems[rel] = f"{p}: SHA-256 does not match the manifest (tampered or corrupt)"
-    return problems
+            return f"{p}: SHA-256 does not match the manifest (tampered or corrupt)"
+        return None
+
+    items = list(bundle.files.items())
+    if jobs > 1 and len(items) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            found = list(pool.map(lambda kv: problem(*kv), items))
+    else:
+        found = [problem(*kv) for kv in items]
+    return {rel: why for (rel, _), why in zip(items, found) if why}
 
 
 def view_problems(bundle: Bundle, problems: dict[str, str]) -> dict[str, list[str]]:
@@ -197,13 +227,21 @@ def _parse(path: Path, root: Path, doc: dict[str, Any]) -> Bundle:
             raise FormatError(f"{path}: invalid view name {name!r}")
         if not isinstance(v, dict):
             raise FormatError(f"{path}: {where} must be an object")
-        for key in ("model", "checkpoint", "thresholds", "reference", "mask_stage", "pattern"):
+        for key in ("model", "thresholds", "reference", "mask_stage", "pattern"):
             if key not in v:
                 raise FormatError(f"{path}: {where} has no {key!r}")
+        runtime = v.get("runtime", "torch")
+        if runtime not in RUNTIMES:
+            raise FormatError(f"{path}: {where}.runtime must be one of {RUNTIMES}, found {runtime!r}")
+        needed = "checkpoint" if runtime == "torch" else "export"
+        if v.get(needed) is None:
+            raise FormatError(f"{path}: {where} runs on {runtime} but has no {needed!r}")
+        extra = v.get("export_files") or []
+        if not isinstance(extra, list):
+            raise FormatError(f"{path}: {where}.export_files must be a list of bundle-relative paths")
         refs: list[str] = []
-        for key in VIEW_FILE_KEYS:
-            rel = v.get(key)
-            if rel is None and key in ("mask", "run"):
+        for key, rel in [(k, v.get(k)) for k in VIEW_FILE_KEYS] + [("export_files", r) for r in extra]:
+            if rel is None and key in OPTIONAL_FILE_KEYS:
                 continue
             _rel_inside(path, rel, f"{where}.{key}")
             if rel not in files:
@@ -231,7 +269,7 @@ def _parse(path: Path, root: Path, doc: dict[str, Any]) -> Bundle:
         specs[name] = ViewSpec(
             name=name,
             model=str(v["model"]),
-            checkpoint=root / v["checkpoint"],
+            checkpoint=root / v["checkpoint"] if v.get("checkpoint") else None,
             thresholds=root / v["thresholds"],
             reference=root / v["reference"],
             mask=root / v["mask"] if v.get("mask") else None,
@@ -246,5 +284,7 @@ def _parse(path: Path, root: Path, doc: dict[str, Any]) -> Bundle:
             provenance=v.get("provenance", {}) if isinstance(v.get("provenance"), dict) else {},
             files=tuple(refs),
             max_raised_fraction=float(raised),
+            runtime=runtime,
+            export=root / v["export"] if v.get("export") else None,
         )
     return Bundle(root=root, manifest=doc, views=specs)

@@ -35,7 +35,6 @@ from typing import Any, Iterable, Mapping
 
 import cv2
 import numpy as np
-import torch
 
 from lineclear.errors import UsageError
 from lineclear.formats.deploy import Bundle, read_manifest, verify_files, view_problems
@@ -55,7 +54,8 @@ class Checker:
     """Models and references loaded once; :meth:`check` gives the verdicts for one image set.
 
     ``torch_threads`` (default 1) sets PyTorch's and OpenCV's process-wide thread counts: the checker
-    parallelises across views instead.
+    parallelises across views instead (an exported view's graph runs on one thread too). PyTorch is
+    imported only when a view of the bundle runs on it (``runtime`` torch in the manifest).
 
     ``bundle``: a bundle directory or a :class:`~lineclear.formats.deploy.Bundle`. A manifest that cannot
     be read raises :class:`~lineclear.errors.FormatError` (no verdict is possible). Everything else that
@@ -63,34 +63,44 @@ class Checker:
     check, with the reason, while the other views are still checked.
     """
 
-    def __init__(self, bundle: str | os.PathLike | Bundle, device: str | torch.device = "cpu", *, bf16: bool = False,
+    def __init__(self, bundle: str | os.PathLike | Bundle, device: Any = "cpu", *, bf16: bool = False,
                  warmup: bool = True, torch_threads: int | None = 1) -> None:
         t0 = time.perf_counter()
+        self.bundle = bundle if isinstance(bundle, Bundle) else read_manifest(bundle)
+        torch = None
+        if self.bundle.needs_torch:
+            import torch
         if torch_threads:
             # Parallelism comes from checking the views side by side (one worker thread per core), each
             # network single-threaded: on a busy 2-core machine PyTorch's own thread pool stalls at its
             # barriers (measured: patchcore at 256x384 took 2.9 CPU-s with 2 threads, 0.2 with 1).
             # Process-wide setting; None leaves PyTorch's and OpenCV's defaults alone.
-            torch.set_num_threads(torch_threads)
+            if torch is not None:
+                torch.set_num_threads(torch_threads)
             cv2.setNumThreads(torch_threads)
-        self.bundle = bundle if isinstance(bundle, Bundle) else read_manifest(bundle)
-        self.device = torch.device(device)
+        self.device = torch.device(device) if torch is not None else str(device)
         self.bf16 = bf16
-        problems = view_problems(self.bundle, verify_files(self.bundle))
-        self.views: dict[str, LoadedView] = {}
-        for name, spec in self.bundle.views.items():
-            v = LoadedView(spec)
+        n_jobs = max(1, min(len(self.bundle.views), os.cpu_count() or 1))
+        problems = view_problems(self.bundle, verify_files(self.bundle, jobs=n_jobs))
+
+        def load(name: str) -> LoadedView:
+            v = LoadedView(self.bundle.views[name])
             if problems.get(name):
                 v.error = "bundle damaged: " + "; ".join(problems[name])
-            else:
-                try:
-                    v.load(self.device)
-                    if warmup:
-                        warm_up(v, self.device, self.bf16)
-                except Exception as exc:  # noqa: BLE001 - fail-safe: the view is undecided, never clear
-                    v.error = f"cannot load the view: {short_error(exc)}"
-                    v.model = None
-            self.views[name] = v
+                return v
+            try:
+                v.load(self.device)
+                if warmup:
+                    warm_up(v, self.device, self.bf16)
+            except Exception as exc:  # noqa: BLE001 - fail-safe: the view is undecided, never clear
+                v.error = f"cannot load the view: {short_error(exc)}"
+                v.model = None
+            return v
+
+        # the views load side by side, as they are checked (hashing, graph set-up and warm-up release the GIL)
+        names = list(self.bundle.views)
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            self.views: dict[str, LoadedView] = dict(zip(names, pool.map(load, names)))
         self.load_ms = ms_since(t0)
 
     @property

@@ -24,17 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from lineclear.dataset import View
-from lineclear.errors import FormatError, LineclearError, OutputExistsError, UsageError
+from lineclear.errors import FormatError, LineclearError, UsageError
 from lineclear.formats import MapsFile, read_mask, read_thresholds, sha256_file
-from lineclear.formats._io import exchange_paths, make_temp_dir, publish_dir
+from lineclear.formats._io import check_replaceable, exchange_paths, make_temp_dir, publish_dir
 from lineclear.formats.checkpoint import read_checkpoint_meta
 from lineclear.formats.deploy import (
-    DEFAULT_MAX_RAISED_FRACTION, MANIFEST_NAME, Bundle, ViewSpec, read_manifest, write_manifest,
+    DEFAULT_MAX_RAISED_FRACTION, MANIFEST_NAME, RUNTIMES, Bundle, ViewSpec, read_manifest, write_manifest,
 )
+from lineclear.formats.export import EXPORT_NAME, export_problems, read_export
 from lineclear.formats.run import read_run_config
 from lineclear.images import image_size
 from lineclear.line.image import ImageQC
-from lineclear.scoring import DEFAULT_BORDER_MARGIN, load_model, resolve_checkpoint
+
+# lineclear.scoring and lineclear.export import PyTorch: imported where a deploy needs them, so that
+# `lineclear check` (which shares the option parsing of `deploy`) starts without it.
 
 DEFAULT_PATTERN = "{view}"  # a token of the file name, see lineclear.line.matching.name_matches
 
@@ -70,13 +73,19 @@ def view_from_run(
     image_qc: dict[str, Any] | None = None,
     max_raised_fraction: float = DEFAULT_MAX_RAISED_FRACTION,
     load_check: bool = True,
+    runtime: str = "torch",
 ) -> ViewSource:
     """Collect and cross-check one view of a run directory.
 
     ``registration`` is the registration settings dict (``RegistrationConfig.to_dict()``) or None for
     no registration. ``load_check`` builds the model from the checkpoint once, so a checkpoint
-    that cannot load is refused here rather than on the line.
+    that cannot load is refused here rather than on the line. ``runtime`` ``onnx``/``openvino``: the view
+    runs its export (:func:`find_export`), made when the run has none.
     """
+    from lineclear.scoring import DEFAULT_BORDER_MARGIN, load_model, resolve_checkpoint
+
+    if runtime not in RUNTIMES:
+        raise UsageError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     run = Path(run_dir)
     if not run.exists():
         raise LineclearError(f"{run}: no such run directory")
@@ -94,6 +103,7 @@ def view_from_run(
     if not name:
         raise LineclearError(f"{run}: the run does not record its view name (no 'view' in config.json)")
     notes: list[str] = []
+    export = None if runtime == "torch" else find_export(run, ckpt, ckpt_sha, runtime, map_size, notes)
 
     # thresholds and their provenance --------------------------------------------------------------------
     thr_path = Path(thresholds) if thresholds else (run / "thresholds.json" if run.is_dir() else None)
@@ -194,6 +204,7 @@ def view_from_run(
         border_margin=int(border_margin), image_size=ref_size, map_size=map_size,
         pattern=(pattern or DEFAULT_PATTERN).replace("{view}", name), registration=registration, image_qc=qc,
         run=run_cfg_path.resolve() if run_cfg_path else None, max_raised_fraction=float(max_raised_fraction),
+        runtime=runtime, export=export,
         provenance={
             "run_dir": str(run.resolve()), "view_dir": view_dir, "checkpoint": str(ckpt.resolve()),
             "checkpoint_sha256": ckpt_sha, "thresholds": str(thr_path.resolve()),
@@ -202,6 +213,37 @@ def view_from_run(
         },
         notes=notes,
     )
+
+
+def find_export(run: Path, ckpt: Path, ckpt_sha: str, runtime: str, map_size: tuple[int, int],
+                notes: list[str]) -> Path:
+    """The ``export.json`` of the run's export for ``runtime`` (``RUN/export-<runtime>``), made (with its
+    fidelity check) when the run has none; an export of another checkpoint, or damaged, is refused."""
+    from lineclear.export import exportable, export_run
+
+    model = str(read_checkpoint_meta(ckpt).get("model"))
+    why = exportable(model)
+    if why:
+        raise LineclearError(f"{run}: {why}")
+    where = (run if run.is_dir() else run.parent) / f"export-{runtime}"
+    if not (where / EXPORT_NAME).is_file():
+        try:
+            export_run(run, runtime, where)
+        except LineclearError as exc:
+            raise LineclearError(f"{exc} (deploy exports a run that has no {runtime} export; to choose the "
+                                 f"images: lineclear export {run} --format {runtime} --images DIR)") from None
+        notes.append(f"{run}: no {runtime} export yet; exported to {where} (fidelity checked)")
+    info = read_export(where)
+    if info.doc["checkpoint_sha256"] != ckpt_sha:
+        raise LineclearError(f"{where}: exported from another checkpoint than {ckpt} (export again with "
+                             f"`lineclear export {run} --format {runtime} --overwrite`)")
+    if info.format != runtime or info.model != model or info.map_size != tuple(map_size):
+        raise LineclearError(f"{where}: a {info.format} export of a {info.model} model at {list(info.map_size)}, "
+                             f"the run is a {model} model at {list(map_size)}")
+    problems = export_problems(info)
+    if problems:
+        raise LineclearError(problems[0])
+    return (where / EXPORT_NAME).resolve()
 
 
 def _replace_problem(out: Path) -> str | None:
@@ -234,12 +276,7 @@ def build_bundle(out: str | os.PathLike, sources: list[ViewSource], overwrite: b
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
         raise UsageError(f"view {', '.join(dups)} given by more than one run; deploy one run per view")
-    if out.exists():
-        if not overwrite:
-            raise OutputExistsError(f"{out}: exists (use --overwrite to replace it)")
-        problem = _replace_problem(out)
-        if problem:
-            raise LineclearError(f"{out}: {problem}")
+    check_replaceable(out, overwrite, _replace_problem)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(out.parent, out.name)
     try:
@@ -247,14 +284,24 @@ def build_bundle(out: str | os.PathLike, sources: list[ViewSource], overwrite: b
         for s in sources:
             d = tmp / s.name
             d.mkdir()
+            torch_rt = s.runtime == "torch"
             rel = {
-                "checkpoint": f"{s.name}/model.pt",
+                "checkpoint": f"{s.name}/model.pt" if torch_rt else None,
                 "thresholds": f"{s.name}/thresholds.json",
                 "reference": f"{s.name}/reference{s.reference.suffix.lower() or '.png'}",
                 "mask": f"{s.name}/mask.png" if s.mask else None,
                 "run": f"{s.name}/run.json" if s.run else None,
             }
-            shutil.copyfile(s.checkpoint, tmp / rel["checkpoint"])
+            export_files: list[str] = []
+            if torch_rt:
+                shutil.copyfile(s.checkpoint, tmp / rel["checkpoint"])
+            else:
+                info = read_export(s.export)
+                (d / s.runtime).mkdir()
+                rel["export"] = f"{s.name}/{s.runtime}/{EXPORT_NAME}"
+                for f in [EXPORT_NAME, *info.files]:
+                    shutil.copyfile(info.root / f, tmp / s.name / s.runtime / f)
+                export_files = [f"{s.name}/{s.runtime}/{f}" for f in info.files]
             shutil.copyfile(s.thresholds, tmp / rel["thresholds"])
             shutil.copyfile(s.reference, tmp / rel["reference"])
             if s.mask:
@@ -262,7 +309,7 @@ def build_bundle(out: str | os.PathLike, sources: list[ViewSource], overwrite: b
             if s.run:
                 shutil.copyfile(s.run, tmp / rel["run"])
             entries[s.name] = {
-                "model": s.model, **rel, "mask_stage": s.mask_stage, "border_margin": s.border_margin,
+                "model": s.model, "runtime": s.runtime, **rel, "export_files": export_files, "mask_stage": s.mask_stage, "border_margin": s.border_margin,
                 "image_size": list(s.image_size), "map_size": list(s.map_size), "pattern": s.pattern,
                 "registration": s.registration, "image_qc": s.image_qc,
                 "max_raised_fraction": s.max_raised_fraction, "provenance": s.provenance,

@@ -13,7 +13,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from lineclear.formats.deploy import ViewSpec
 from lineclear.register import project, resize_transform
@@ -65,6 +64,45 @@ def peak_xy(amap: np.ndarray, counted: np.ndarray | None, map_to_image: np.ndarr
     return [round(float(c), 1) for c in project(map_to_image, np.array([[px, py]], np.float64))[0]]
 
 
+def label_peaks(values: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Per label 1..n-1: the largest value and its (row, col), the first in raster order on a tie
+    (scipy's pick among tied values follows its unstable sort).
+
+    (scipy.ndimage's ``maximum`` and ``maximum_position`` do the same; numpy keeps scipy out of a line
+    check's start-up, a quarter of a second.)
+    """
+    flat_l, flat_v = labels.ravel(), values.ravel()
+    idx = np.nonzero(flat_l)[0]
+    order = np.lexsort((idx, -flat_v[idx], flat_l[idx]))  # by label, then value falling, then raster order
+    sorted_l = flat_l[idx][order]
+    first = np.r_[0, np.nonzero(np.diff(sorted_l))[0] + 1]  # the first entry of each label's run
+    best = idx[order][first]
+    peaks = np.full(n - 1, -np.inf, dtype=values.dtype)
+    pos = [(0, 0)] * (n - 1)
+    w = values.shape[1]
+    for lab, k in zip(sorted_l[first], best):
+        peaks[lab - 1] = flat_v[k]
+        pos[lab - 1] = (int(k // w), int(k % w))
+    return peaks, pos
+
+
+def label_boxes(labels: np.ndarray, n: int) -> list[tuple[slice, slice] | None]:
+    """Per label 1..n: its bounding (row slice, col slice), None when absent (as ``ndimage.find_objects``)."""
+    ys, xs = np.nonzero(labels)
+    lab = labels[ys, xs].astype(np.int64)
+    keep = lab <= n
+    ys, xs, lab = ys[keep], xs[keep], lab[keep]
+    big = np.iinfo(np.int64).max
+    y0, x0 = np.full(n + 1, big), np.full(n + 1, big)
+    y1, x1 = np.full(n + 1, -1), np.full(n + 1, -1)
+    np.minimum.at(y0, lab, ys)
+    np.minimum.at(x0, lab, xs)
+    np.maximum.at(y1, lab, ys)
+    np.maximum.at(x1, lab, xs)
+    return [(slice(int(y0[i]), int(y1[i]) + 1), slice(int(x0[i]), int(x1[i]) + 1)) if y1[i] >= 0 else None
+            for i in range(1, n + 1)]
+
+
 def find_regions(
     amap: np.ndarray, pixel_threshold: float, counted: np.ndarray | None, map_to_image: np.ndarray,
     image_size: tuple[int, int], max_regions: int = MAX_REGIONS,
@@ -82,15 +120,14 @@ def find_regions(
     n, labels, stats, _ = cv2.connectedComponentsWithStats(above.astype(np.uint8), connectivity=8)
     if n <= 1:
         return [], 0
-    peaks = ndimage.maximum(amap, labels, index=np.arange(1, n))
-    peak_pos = ndimage.maximum_position(amap, labels, index=np.arange(1, n))
+    peaks, peak_pos = label_peaks(amap, labels, n)
     order = np.argsort(-np.asarray(peaks), kind="stable")[:max_regions]
     H, W = image_size
     kept = np.zeros(n, np.uint16)  # map label → 1-based rank among the kept regions (uint16 warps in OpenCV)
     kept[order + 1] = np.arange(1, len(order) + 1)
     warped = cv2.warpPerspective(kept[labels], map_to_image, (W, H), flags=cv2.INTER_NEAREST,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    slices = ndimage.find_objects(warped, max_label=len(order))
+    slices = label_boxes(warped, len(order))
     areas = np.bincount(warped.ravel(), minlength=len(order) + 1)
     regions = []
     for rank, i in enumerate(order, start=1):

@@ -2,7 +2,8 @@
 
 The view's model, inspection mask, mask stage and border margin go through
 :func:`lineclear.scoring.score_arrays`, as ``lineclear score`` does: the scene is continued from the
-reference outside the camera frame, and the seam, eroded by the border margin, never counts.
+reference outside the camera frame, and the seam, eroded by the border margin, never counts. An exported
+view goes through its twin without PyTorch, :func:`lineclear.runtime.score.score_arrays`.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import Any
+
 import numpy as np
-import torch
 
 from lineclear.line.registration import Aligned
 from lineclear.line.verdict import Undecidable
 from lineclear.line.views import LoadedView
-from lineclear.scoring import score_arrays
+from lineclear.runtime import score as exported_score
 
 
 @dataclass
@@ -26,12 +28,20 @@ class Scored:
     counted: np.ndarray | None  # (h,w) bool: the pixels that count (mask ∧ eroded validity), None = all
 
 
-def score_view(view: LoadedView, aligned: Aligned, device: torch.device, bf16: bool = False) -> Scored:
+def _score(view: LoadedView, x: np.ndarray, device: Any, bf16: bool, **kw: Any):
+    if view.exported:
+        return exported_score.score_arrays(view.model, x, roi=view.roi, mask_stage=view.mask_stage, **kw)
+    from lineclear.scoring import score_arrays
+
+    return score_arrays(view.model, x, roi=view.roi, mask_stage=view.mask_stage, device=device, bf16=bf16, **kw)
+
+
+def score_view(view: LoadedView, aligned: Aligned, device: Any, bf16: bool = False) -> Scored:
     """Score one aligned image (see the module docstring)."""
     spec = view.spec
-    maps, scores, count = score_arrays(
-        view.model, aligned.x[None], roi=view.roi, valid=None if aligned.valid is None else aligned.valid[None],
-        mask_stage=view.mask_stage, border_margin=spec.border_margin, fill=view.fill, device=device, bf16=bf16)
+    maps, scores, count = _score(view, aligned.x[None], device, bf16,
+                                 valid=None if aligned.valid is None else aligned.valid[None],
+                                 border_margin=spec.border_margin, fill=view.fill)
     amap, score = maps[0], float(scores[0])
     return Scored(amap, score, None if count is None else count[0])
 
@@ -44,8 +54,7 @@ def check_usable(scored: Scored) -> None:
         raise Undecidable("no pixel left to inspect (mask and registration border cover all)")
 
 
-def warm_up(view: LoadedView, device: torch.device, bf16: bool = False) -> None:
+def warm_up(view: LoadedView, device: Any, bf16: bool = False) -> None:
     """One forward pass on a blank image: the first real check then runs at full speed."""
     h, w = view.spec.map_size
-    x = np.full((1, h, w, 3), 0.5, np.float32)
-    score_arrays(view.model, x, roi=view.roi, valid=None, mask_stage=view.mask_stage, device=device, bf16=bf16)
+    _score(view, np.full((1, h, w, 3), 0.5, np.float32), device, bf16, valid=None)

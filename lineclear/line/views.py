@@ -2,6 +2,8 @@
 
 :meth:`LoadedView.load` checks that the pieces fit the manifest (model name, map size, mask and
 reference size); whatever does not raises, and the checker makes the view ``undecided`` in every check.
+A view whose runtime is ``onnx`` or ``openvino`` loads its export (:mod:`lineclear.runtime`) and never
+imports PyTorch; a ``torch`` view loads its checkpoint (:mod:`lineclear.scoring`, imported only then).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from lineclear.errors import LineclearError
 from lineclear.formats import read_mask, read_thresholds, resize_mask
@@ -19,7 +20,7 @@ from lineclear.images import read_raw, to_float_rgb
 from lineclear.images import resize as resize_image
 from lineclear.line.image import ImageQC
 from lineclear.register import RegistrationConfig, Registrar
-from lineclear.scoring import load_model
+from lineclear.runtime import load_export
 
 
 @dataclass
@@ -39,14 +40,26 @@ class LoadedView:
         """The stage the inspection mask is applied at (``none`` without a mask)."""
         return self.spec.mask_stage if self.roi is not None else "none"
 
-    def load(self, device: torch.device) -> None:
+    @property
+    def exported(self) -> bool:
+        return self.spec.runtime != "torch"
+
+    def load(self, device: Any) -> None:
         """Read everything a check of this view needs; :class:`LineclearError` for what does not fit the manifest."""
         spec = self.spec
-        model, meta, cfg = load_model(spec.checkpoint, device)
-        if meta.get("model") != spec.model:
-            raise LineclearError(f"{spec.checkpoint}: a {meta.get('model')} model, the manifest says {spec.model}")
-        if tuple(int(x) for x in cfg.image_size) != tuple(spec.map_size):
-            raise LineclearError(f"{spec.checkpoint}: map size {list(cfg.image_size)} differs from the manifest's {list(spec.map_size)}")
+        if self.exported:
+            # the bundle's hashes (checked by the checker) cover every file of the export
+            model = load_export(spec.export, threads=1, verify=False)
+            name, size, where = model.info.model, model.map_size, spec.export
+        else:
+            from lineclear.scoring import load_model
+
+            model, meta, cfg = load_model(spec.checkpoint, device)
+            name, size, where = meta.get("model"), tuple(int(x) for x in cfg.image_size), spec.checkpoint
+        if name != spec.model:
+            raise LineclearError(f"{where}: a {name} model, the manifest says {spec.model}")
+        if tuple(size) != tuple(spec.map_size):
+            raise LineclearError(f"{where}: map size {list(size)} differs from the manifest's {list(spec.map_size)}")
         thr = read_thresholds(spec.thresholds)
         self.image_threshold = thr["image"]["threshold"]
         self.pixel_threshold = thr["pixel"]["threshold"]

@@ -159,10 +159,11 @@ def test_ctrl_c_in_score_says_interrupted_exits_130_and_leaves_nothing(run: Path
     monkeypatch.setattr(score_cli, "score_paths", interrupted)
     out = tmp_path / "m.h5"
     capsys.readouterr()
+    before = signal.getsignal(signal.SIGINT)  # the default, or SIG_IGN in a shell's background job
     assert run_cli(["-q", "score", str(run), str(tiny_view), "--out", str(out)]) == 130
     assert _err_lines(capsys)[-1] == "lineclear: interrupted"
     assert not out.exists() and not list(tmp_path.glob(".m.h5*"))
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
 
 
 # -- an image of another size ---------------------------------------------------------------------------------

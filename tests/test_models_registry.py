@@ -140,11 +140,13 @@ def test_clear_image_shifted_by_a_known_homography_scores_like_the_unshifted_one
         assert f.has_valid
         s = {i.split("/", 1)[1]: float(v) for i, v in zip(f.image_ids, f.scores)}
     still, nudged = s["test/good/still.png"], s["test/good/nudged.png"]
-    # Registration resamples the image (a fraction of a pixel of blur), so not bit-equal. Tolerance: 35 %
-    # above the unshifted score (patchcore fitted on 6 images + their training shifts: measured 1.29x, 1.32x
-    # before its validity-weighted blur; without training shifts 2.3x, without the scene fill past the seam
-    # higher still). Lower is allowed
+    # Registration resamples the image (a fraction of a pixel of blur), so not bit-equal. Tolerance: 45 %
+    # above the unshifted score (patchcore fitted on 8 images + their training shifts: measured 1.41x with
+    # its preset's frame_pad 32 — the nudged image scores 8.60 with or without it, the unshifted one
+    # drops 6.65 -> 6.11 as its frame-edge maximum goes — 1.29x with frame_pad 0, 1.32x before the
+    # validity-weighted blur; without training shifts 2.3x, without the scene fill past the seam higher
+    # still). Lower is allowed
     # (template: resampling smooths the sensor noise it measures).
-    assert nudged <= 1.35 * still + 1e-6, (model, still, nudged)
+    assert nudged <= 1.45 * still + 1e-6, (model, still, nudged)
     if model in ("template", "patchcore"):  # fitted models: the leftover stands out through the seam
         assert s["test/leaflet/nudged.png"] > 1.5 * max(still, nudged), (model, s)

@@ -183,6 +183,35 @@ def test_seam_patches_do_not_reach_the_map(fitted):
     assert torch.equal(whole, model.map_from_features(feats))  # a wholly valid frame: the plain blur
 
 
+def test_frame_pad_is_the_mirrored_scene_cut_back_to_the_frame():
+    """frame_pad: the features of the frame are those of the scene mirrored past its edges (the network
+    sees context there, not its zero padding), on the same grid as without it."""
+    plain, _ = _model(frame_pad=0)
+    padded, _ = _model(frame_pad=16)
+    x = _scenes(2, seed=12)
+    with torch.no_grad():
+        got = padded.embed(x)
+        big = plain.embed(torch.nn.functional.pad(x, (16, 16, 16, 16), mode="reflect"))
+        zero = plain.embed(x)
+    assert got.shape == zero.shape == (2, 152, 8, 12)
+    assert torch.allclose(got, big[..., 2:-2, 2:-2], atol=1e-5)  # 16 px = 2 cells of the stride-8 grid
+    assert not torch.allclose(got[..., 0, :], zero[..., 0, :], atol=1e-2)  # the edge row did change
+
+
+@pytest.mark.parametrize("pad", [8, -16])
+def test_frame_pad_must_fit_the_strides(pad):
+    with pytest.raises(UsageError, match="frame_pad"):
+        _model(frame_pad=pad)
+
+
+def test_frame_pad_larger_than_the_image_is_cut_to_what_a_reflection_allows():
+    big, _ = _model(frame_pad=96)
+    fits, _ = _model(frame_pad=48)  # the largest multiple of 16 below the 64-px side
+    x = _scenes(1, seed=13)
+    with torch.no_grad():
+        assert torch.equal(big.embed(x), fits.embed(x))
+
+
 def test_greedy_coreset_covers_better_than_random():
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(20, 32, generator=g) * 10

@@ -101,12 +101,16 @@ class PatchCoreModel(AnomalyModel):
         """(B,3,H,W) in [0,1] → patch features (B,C,Hg,Wg) on the grid of the first layer."""
         dev = images.device.type
         ctx = torch.autocast(dev, dtype=torch.bfloat16) if self.cfg.bf16 else nullcontext()
+        h, w = int(images.shape[-2]), int(images.shape[-1])  # plain ints: constants in an exported graph
+        pad = min(int(self.cfg.frame_pad), 16 * ((min(h, w) - 1) // 16))  # reflection needs pad < size
+        if pad:  # the scene mirrored past the frame edge: edge patches see context, not the network's zeros
+            images = F.pad(images, (pad, pad, pad, pad), mode="reflect")
         with ctx:
             feats = self.backbone(images)
         p = self.cfg.neighbourhood
-        size = feats[0].shape[-2:]
         d = self.cfg.feature_dim // len(feats) if self.cfg.feature_dim else 0
         out = []
+        size = (int(feats[0].shape[-2]), int(feats[0].shape[-1]))
         for f in feats:
             f = f.float()
             if p > 1:  # the paper's local neighbourhood aggregation (3x3 average)
@@ -117,7 +121,12 @@ class PatchCoreModel(AnomalyModel):
                 b, c, hh, ww = f.shape
                 f = F.adaptive_avg_pool1d(f.permute(0, 2, 3, 1).reshape(-1, 1, c), d).view(b, hh, ww, d).permute(0, 3, 1, 2)
             out.append(f)
-        return torch.cat(out, 1)
+        out = torch.cat(out, 1)
+        if pad:  # back to the frame: the cells of the mirrored margin are cut off
+            cy = pad * size[0] // (h + 2 * pad)  # pad / stride: pad is a multiple of every stride up to 16
+            cx = pad * size[1] // (w + 2 * pad)
+            out = out[..., cy:size[0] - cy, cx:size[1] - cx]
+        return out
 
     # -- search ------------------------------------------------------------------------------
     def patch_distances(self, feats: torch.Tensor) -> torch.Tensor:

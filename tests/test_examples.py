@@ -78,8 +78,9 @@ def test_reproduction_makefile_end_to_end(tmp_path: Path) -> None:
             for split in ("val", "test"):
                 assert (out / "maps" / model / "A" / f"{cfg}-{split}.h5").is_file()
             for method in ("max", "quantile", "ksigma"):
-                t = json.loads((out / "maps" / model / "A" / f"{cfg}-thresholds-{method}.json").read_text())
-                assert t["schema"] == "lineclear.thresholds/1" and t["method"] == method
+                for level in ("image", "pixel"):
+                    t = json.loads((out / "maps" / model / "A" / f"{cfg}-thresholds-{method}-{level}.json").read_text())
+                    assert t["schema"] == "lineclear.thresholds/2" and (t["method"], t["level"]) == (method, level)
             m = json.loads((out / "eval" / model / "A" / cfg / "metrics.json").read_text())
             assert m["schema"] == "lineclear.metrics/1"
             assert m["config_name"] == cfg.upper().replace("-", "+")
@@ -90,7 +91,7 @@ def test_reproduction_makefile_end_to_end(tmp_path: Path) -> None:
         header = [c.strip() for c in rows[0].strip("|").split("|")]
         assert header[1:] == ["PO+M+R", "PRE+NM+NR"]
         names = [r.strip("|").split("|")[0].strip() for r in rows[2:]]
-        assert names == ["AUROC", "PRO", "IoU", "AP", "ACC"]
+        assert names == ["AUROC", "PRO", "IoU", "AP", "ACC", "threshold", "checkpoint"]
         assert (out / "tables" / f"{model}-A.html").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["grid"]) == set(MODELS.split())

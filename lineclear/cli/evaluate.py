@@ -20,7 +20,9 @@ from lineclear.report.plots import all_curves
 from lineclear.report.tables import pct, threshold_labels
 
 DEFAULT_TEST_MAPS = Path("test_maps.h5")
-DEFAULT_THRESHOLDS = ("thresholds.json", "thresholds_max.json", "thresholds_ksigma.json", "thresholds_quantile.json")
+# what calibrate writes beside the maps by default: --method all adds _<method>, --level both _<level>
+DEFAULT_THRESHOLDS = tuple(f"thresholds{m}{lv}.json" for m in ("", "_max", "_ksigma", "_quantile")
+                           for lv in ("", "_pixel", "_image"))
 DEFAULT_REPORT = "report"
 
 
@@ -48,7 +50,7 @@ def check_report_dir(report_dir: Path) -> None:
 def same_thresholds_key(doc: dict) -> str:
     """What makes two thresholds documents the same for evaluation (not who wrote them when)."""
     src = doc.get("source") or {}
-    return json.dumps([doc.get("method"), doc.get("params"), (doc.get("pixel") or {}).get("threshold"),
+    return json.dumps([doc.get("method"), doc.get("params"), doc.get("level", "image"), (doc.get("pixel") or {}).get("threshold"),
                        (doc.get("image") or {}).get("threshold"), src.get("sha256") or src.get("path")],
                       sort_keys=True, default=str)
 
@@ -64,7 +66,8 @@ def metrics_table(doc: dict) -> Table:
             ("AUPRO@0.3", doc["pixel"]["aupro"]), ("pixel AP", doc["pixel"]["ap"])]
     for name, v in free:
         t.add_row(name, *[pct(v)] * n)
-    rows = [("image threshold", lambda e: f"{e['image']['threshold']:.5g}" if e['image'].get('threshold') is not None else "–"),
+    rows = [("decides by", lambda e: "any pixel > pixel t" if e.get("level") == "pixel" else "score > image t"),
+            ("decision threshold", lambda e: f"{e['image']['threshold']:.5g}" if e['image'].get('threshold') is not None else "–"),
             ("accuracy", lambda e: pct(e["image"].get("accuracy"))),
             ("precision", lambda e: pct(e["image"].get("precision"))),
             ("recall", lambda e: pct(e["image"].get("recall"))),
@@ -138,7 +141,7 @@ def evaluate_command(
         console.note(n)
     doc = write_report_dir(report_dir, doc, curves, overlays, overwrite=overwrite)
     console.err.print(metrics_table(doc))
-    console.note(f"best threshold: {doc['best']['method']} (chosen on the test labels); report: {report_dir / 'report.html'}")
+    console.note(f"best threshold: {doc['best']['method']} at {doc['best']['level']} level (chosen on the test labels); report: {report_dir / 'report.html'}")
     if json_out:
         console.print_json({k: v for k, v in doc.items() if k not in ("images", "curves")})
     else:

@@ -52,6 +52,8 @@ def render_overlays(
     images = sorted(doc["images"], key=lambda r: r.get("order", r["index"]))[: max(0, max_overlays)]
     best = doc["thresholds"][doc["best"]["index"]]
     pt, it = best["pixel"].get("threshold"), best["image"].get("threshold")
+    if best.get("level") == "pixel":
+        it = None  # the decision compared the map's peak with the pixel threshold, not the score with one
     root = doc["source"].get("dataset_root")
     scores = [r["score"] for r in doc["images"]]
     srange = (min(scores + ([it] if it is not None else [])), max(scores + ([it] if it is not None else [])))

@@ -27,6 +27,7 @@ NAMES = sorted(MODELS)
 TINY: dict[str, dict] = {
     "patchcore": {"image_size": (64, 96)},
     "template": {"image_size": (48, 64)},
+    "ensemble": {"image_size": (64, 96), "members": "patchcore,template"},
     "draem": {"image_size": (32, 64), "recon_width": 4, "disc_width": 4, "batch_size": 2, "epochs": 1,
               "steps_per_epoch": 2},
     "ddad": {"image_size": (24, 32), "unet_channels": (8, 16), "unet_attention_res": 12, "unet_heads": 2,
@@ -56,7 +57,9 @@ def trained(request):
     cfg = resolve_config(entry, "demo", TINY.get(name, {}))
     torch.manual_seed(0)
     model = entry.build(cfg, True)
-    entry.train(model, TrainSession(images=scenes(6, tuple(cfg.image_size)), config=cfg, device=torch.device("cpu")))
+    size = tuple(cfg.image_size)
+    val = scenes(2, size, seed=1) if entry.uses_validation else None
+    entry.train(model, TrainSession(images=scenes(6, size), config=cfg, device=torch.device("cpu"), val_images=val))
     return name, cfg, model.eval()
 
 

@@ -310,6 +310,10 @@ def evaluate(
         "image": image,
         "pixel": pixel,
         "thresholds": entries,
+        # the normal validation images' statistics the thresholds came from (what a choice that never
+        # looks at the test labels can use, e.g. lineclear.selection.line_pick)
+        "validation": {"image": (thresholds[0].get("image") or {}).get("stats") or {},
+                       "pixel": (thresholds[0].get("pixel") or {}).get("stats") or {}},
         "best": {"index": best, "method": be["method"], "level": be["level"], "path": be["path"], "rule": BEST_RULE,
                  "chosen_on": "test labels"},
         "summary": summary,

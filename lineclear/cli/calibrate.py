@@ -45,6 +45,7 @@ def source_of(maps: MapsFile) -> dict:
         "checkpoint_sha256": a.get("checkpoint_sha256"),
         # more of the maps provenance, so the line can score exactly as calibrated
         "checkpoint": a.get("checkpoint"),
+        "checkpoint_epoch": a.get("checkpoint_epoch"),
         "mask": a.get("mask"),
         "mask_sha256": a.get("mask_sha256"),
         "border_margin": a.get("border_margin"),

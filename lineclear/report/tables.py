@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 from typing import Sequence
 
+from lineclear.selection import selections
+
 ROWS = [("AUROC", ("auroc_image", "auroc_pixel")), ("PRO", ("aupro",)), ("IoU", ("iou",)), ("AP", ("ap",)),
         ("ACC", ("accuracy",))]
 
@@ -97,6 +99,10 @@ def table_data(docs: Sequence[dict], names: Sequence[str] | None = None, digits:
         rows.append((label, [[pk[i] for pk in per_key] for i in range(len(docs))]))
     for label, text in TEXT_ROWS:
         rows.append((label, [[(text(d), False)] for d in docs]))
+    picks = selections(docs)
+    if any(picks):
+        # several checkpoints of one configuration: which one each selection takes
+        rows.append(("selected", [[(p or "–", False)] for p in picks]))
     models = sorted({str(d.get("source", {}).get("model")) for d in docs if d.get("source", {}).get("model")})
     views = sorted({str(d.get("source", {}).get("view")) for d in docs if d.get("source", {}).get("view")})
     title = " · ".join(x for x in (", ".join(models), (", ".join(views) + " view") if views else "") if x)
@@ -121,6 +127,11 @@ def markdown_table(docs: Sequence[dict], names: Sequence[str] | None = None, dig
     lines += ["", "AUROC is (image, pixel); PRO is AUPRO at FPR 0.3; IoU and ACC at each run's best threshold "
               "(chosen on the test labels; the threshold row names its rule and the level that decided: image = "
               "the image score, pixel = any counted pixel); values in %; best of each row in bold."]
+    if any(r[0] == "selected" for r in d["rows"]):
+        lines += ["", "selected: among the checkpoints of one configuration, *test labels* = the thesis's choice "
+                  "(highest ACC, chosen on the test labels: optimistic), *validation* = the one a line can trust "
+                  "(lowest spread σ/μ of the normal validation images' scores, chosen without test labels); "
+                  "*both* when they agree."]
     return "\n".join(lines) + "\n"
 
 

@@ -150,3 +150,20 @@ def test_clear_image_shifted_by_a_known_homography_scores_like_the_unshifted_one
     assert nudged <= 1.35 * still + 1e-6, (model, still, nudged)
     if model in ("template", "patchcore"):  # fitted models: the leftover stands out through the seam
         assert s["test/leaflet/nudged.png"] > 1.5 * max(still, nudged), (model, s)
+
+
+def test_reconstruction_models_show_what_they_reconstructed(trained) -> None:
+    """DRAEM and DDAD offer ``reconstruction`` (the report's panel, thesis figure 8): images' shape, in [0, 1]."""
+    name, cfg, model = trained
+    if not hasattr(model, "reconstruction"):
+        assert name not in ("draem", "ddad")
+        return
+    x = scenes(2, tuple(cfg.image_size), seed=3)
+    rec = model.reconstruction(x)
+    assert rec.shape == x.shape and torch.isfinite(rec).all() and rec.min() >= 0 and rec.max() <= 1
+    mask = torch.ones(2, 1, *x.shape[-2:])
+    mask[:, :, :, : x.shape[-1] // 2] = 0
+    other = x.clone()
+    other[:, :, :, : x.shape[-1] // 2] = 1.0
+    # pre-masked: the hidden half cannot change what the model reconstructs
+    assert torch.allclose(model.reconstruction(x, mask), model.reconstruction(other, mask), atol=1e-5)

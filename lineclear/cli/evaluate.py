@@ -55,6 +55,33 @@ def same_thresholds_key(doc: dict) -> str:
                       sort_keys=True, default=str)
 
 
+def reconstructor(attrs: dict):
+    """For the maps of a reconstruction model (one with ``reconstruction``: DRAEM, DDAD) whose checkpoint is still
+    where the maps say and unchanged: (H,W,3) image → its (H,W,3) reconstruction. Else None (with a note why)."""
+    import numpy as np
+    import torch
+
+    from lineclear.scoring import load_model
+
+    ckpt = attrs.get("checkpoint")
+    if attrs.get("model") not in ("draem", "ddad") or not ckpt:
+        return None
+    path = Path(str(ckpt))
+    if not path.is_file() or (attrs.get("checkpoint_sha256") and sha256_file(path) != attrs.get("checkpoint_sha256")):
+        console.note(f"{path}: checkpoint missing or changed since scoring; overlays without the reconstruction panel")
+        return None
+    model, _, _ = load_model(path, "cpu")
+    if not hasattr(model, "reconstruction"):
+        return None
+
+    def run(image: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32))
+        with torch.inference_mode():
+            return model.reconstruction(x)[0].permute(1, 2, 0).numpy()
+
+    return run
+
+
 def metrics_table(doc: dict) -> Table:
     t = Table(title=f"{doc['source'].get('model') or ''} · view {doc['source'].get('view') or '?'} · {doc['config_name']}")
     t.add_column("metric")
@@ -89,6 +116,7 @@ def evaluate_command(
     name: Annotated[Optional[str], typer.Option("--name", help="Configuration name for comparison tables (default: from the maps provenance, e.g. PO+M+R).", show_default=False)] = None,
     max_overlays: Annotated[int, typer.Option("--max-overlays", min=0, help="Per-image overlays to draw, worst first.")] = 24,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Maps read per batch.")] = 8,
+    reconstructions: Annotated[bool, typer.Option("--reconstructions/--no-reconstructions", help="DRAEM, DDAD: a panel in each overlay with the model's reconstruction of the image (the checkpoint the maps name is loaded).")] = True,
     force: Annotated[bool, typer.Option("--force", help="Evaluate even with thresholds calibrated for another view or model (a warning instead of an error).")] = False,
     json_out: JsonOut = False,
     overwrite: Overwrite = False,
@@ -135,7 +163,8 @@ def evaluate_command(
             if ": computed " in n:
                 console.warn(n)
         curves = all_curves(doc)
-        overlays, notes = render_overlays(doc, maps, truth, max_overlays, progress)
+        recon = reconstructor(maps.attrs) if reconstructions and max_overlays else None
+        overlays, notes = render_overlays(doc, maps, truth, max_overlays, progress, reconstruct=recon)
     doc["notes"] += notes
     for n in notes:
         console.note(n)

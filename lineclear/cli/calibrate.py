@@ -26,6 +26,8 @@ def output_paths(maps_path: Path, out: Path | None, methods: list[str], all_meth
     """``{(method, level): path}``. One method and level: ``--out`` or ``thresholds.json`` beside the maps;
     ``--method all`` adds ``_<method>`` to the name, ``--level both`` adds ``_<level>``."""
     base = out if out is not None else maps_path.parent / DEFAULT_OUT_NAME
+    if not all_methods and len(levels) == 1:
+        return {(methods[0], levels[0]): base}
     suffix = base.suffix or ".json"
     return {(m, lv): base.with_name(base.stem + (f"_{m}" if all_methods else "")
                                     + (f"_{lv}" if len(levels) > 1 else "") + suffix)

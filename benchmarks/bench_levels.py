@@ -7,6 +7,8 @@ with thresholds calibrated at both levels, ``LEVELS="image pixel"``) and prints,
   fitted to the normal validation images' scores) and at the pixel level (any counted pixel above a
   threshold fitted to every counted validation pixel): accuracy, misses (FN: leftover called clear, the
   costly error on a line) and false alarms (FP), with totals over the views;
+* **stricter pixel rules**: the pixel level with ``quantile`` p = 0.999 / 0.9999 and ``ksigma`` k = 5 / 8
+  (computed in this process from the grid's validation and test maps), misses and false alarms in total;
 * **ensemble**: the ensemble against each of its members: image AUROC, pixel AUROC, AUPRO, and misses /
   false alarms at one fixed rule (``--rule``, default ``max·image``, the same for every model, so no
   choice on the test labels enters the comparison).
@@ -134,6 +136,50 @@ def ensemble_table(cells: dict, name: str, rule: str) -> dict:
     return res
 
 
+STRICT = (("quantile", 0.999), ("quantile", 0.9999), ("ksigma", 5.0), ("ksigma", 8.0))
+
+
+def strict_pixel_rules(grid: Path, config: str, name: str) -> dict:
+    """Misses / false alarms of stricter pixel-level rules, per model over every view (in-process)."""
+    import numpy as np
+
+    from lineclear.calibrate import pixel_stats, rule
+    from lineclear.formats import MapsFile
+
+    totals: dict = {}
+    for val_path in sorted(grid.glob(f"maps/*/*/{config}-val.h5")):
+        model = val_path.parts[-3]
+        test_path = val_path.with_name(f"{config}-test.h5")
+        if not test_path.is_file():
+            continue
+        with MapsFile(val_path) as vf, MapsFile(test_path) as tf:
+            normal = vf.labels != 1
+
+            def pixels(vf=vf, normal=normal):
+                for sl, m, valid in vf.iter_batches(16):
+                    sel = normal[sl]
+                    yield m[sel][valid[sel]]
+
+            peaks = np.array([float(m[v].max()) if v.any() else -np.inf for _, mm, vv in tf.iter_batches(16)
+                              for m, v in zip(mm, vv)])
+            y = tf.labels == 1
+            known = tf.labels >= 0
+            for method, x in STRICT:
+                st = pixel_stats(pixels, x if method == "quantile" else 0.99)
+                t = rule(st, method, p=x if method == "quantile" else 0.99, k=x if method == "ksigma" else 3.0)
+                pred = peaks > t
+                c = totals.setdefault(model, {}).setdefault(f"{method} {x:g}", {"fn": 0, "fp": 0, "n": 0, "ok": 0})
+                c["fn"] += int((~pred & y & known).sum())
+                c["fp"] += int((pred & ~y & known).sum())
+                c["n"] += int(known.sum())
+                c["ok"] += int(((pred == y) & known).sum())
+    print(f"\n{name}: stricter pixel-level rules, accuracy % / misses / false alarms over every view")
+    for model, per in totals.items():
+        print(f"  {model}: " + "; ".join(f"{k}: {100 * v['ok'] / v['n']:.1f} / {v['fn']} / {v['fp']}"
+                                        for k, v in per.items()))
+    return totals
+
+
 def main(argv: list[str]) -> dict:
     synth = option(argv, "--synth-grid", None)
     photo = option(argv, "--photo-grid", None)
@@ -147,5 +193,6 @@ def main(argv: list[str]) -> dict:
             print(f"{g}: no eval/*/*/{config}/metrics.json", file=sys.stderr)
             continue
         out[name] = {"levels": levels_table(cells, f"{name} ({config})"),
+                     "strict_pixel": strict_pixel_rules(g, config, f"{name} ({config})"),
                      "ensemble": ensemble_table(cells, f"{name} ({config})", rule)}
     return out

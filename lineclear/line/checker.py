@@ -211,13 +211,13 @@ class Checker:
             regions, total = find_regions(scored.amap, v.pixel_threshold, scored.counted, M, image_size)
         peak = peak_xy(scored.amap, scored.counted, M)
         evidence.timings_ms["regions"] = ms_since(t)
-        thr = float(v.image_threshold)  # type: ignore[arg-type]
+        thr = float(v.image_threshold) if v.image_threshold is not None else None
         if v.level == "pixel":
             counted = scored.amap if scored.counted is None else scored.amap[scored.counted]
             top = float(counted.max()) if counted.size else float("-inf")
             verdict, reason = decide_by_pixels(top, float(v.pixel_threshold), total, peak)  # type: ignore[arg-type]
         else:
-            verdict, reason = decide(scored.score, thr, total, peak)
+            verdict, reason = decide(scored.score, thr, total, peak)  # type: ignore[arg-type]
         timings = dict(evidence.timings_ms)
         timings["total"] = round(sum(timings.values()), 2)
         return ViewVerdict(spec.name, verdict, reason, image=str(path), model=spec.model, score=round(scored.score, 6),

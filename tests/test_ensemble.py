@@ -48,8 +48,14 @@ def test_trains_scores_and_loads_from_a_weights_only_checkpoint(tiny_view: Path,
 
     val = View(tiny_view, val_fraction=0.34, seed=0).val()
     x, _, _ = load_view_images(val, (32, 48))
+    # each member at its own demo preset's size (template 192x288, the toy 16x24), its map back at 32x48
+    assert model.member_size("template") == (192, 288) and model.member_size("toyens") == (16, 24)
     with torch.inference_mode():
-        parts = [model.members[n](x).anomaly_map for n in ("template", "toyens")]
+        parts = list(model.member_maps(x))
+        small = torch.nn.functional.interpolate(x, size=(16, 24), mode="bilinear", align_corners=False, antialias=True)
+        direct = model.members["toyens"](small).anomaly_map[:, None]
+        back = torch.nn.functional.interpolate(direct, size=(32, 48), mode="bilinear", align_corners=False)[:, 0]
+        assert parts[1].shape == (2, 32, 48) and torch.allclose(parts[1], back, atol=1e-6)
         for k, p in enumerate(parts):
             assert model.val_max[k].item() == pytest.approx(max(p.max().item(), 1e-12), rel=1e-5)
             assert model.val_mean[k].item() == pytest.approx(max(p.mean().item(), 1e-12), rel=1e-5)

@@ -14,13 +14,13 @@ CANDIDATES = tuple(f"{n}-{f}" for n in NORMS for f in FUSES)  # in tie order
 
 @dataclass
 class EnsembleConfig(BaseConfig):
-    image_size: tuple[int, int] = (256, 384)  # (H, W); every member is trained and scores at this size
+    image_size: tuple[int, int] = (256, 384)  # (H, W) of the fused maps; each member runs at its preset's size
     batch_size: int = 8
     epochs: int = 1  # each member trains with its own preset's epochs
     lr: float = 0.0
     seed: int = 0
     members: str = option("patchcore,template", "Comma-separated member models (two or more), each trained with "
-                                                "the ensemble's preset at its image size.")
+                                                "the ensemble's preset (and that preset's image size).")
     fusion: str = option("auto", "How the members' maps are fused: NORM-FUSE with NORM max|mean (each map divided by "
                                  "its own validation maximum / mean) and FUSE mean|max (average / pixel-wise "
                                  "maximum of the normalised maps), e.g. max-mean; auto: the one that best tells "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lineclear import metrics as M
 from lineclear.errors import LineclearError
@@ -79,7 +80,8 @@ def choose_fusion(model: EnsembleModel, normal: torch.Tensor, normal_valid: torc
 
 
 def train(model: EnsembleModel, session) -> None:
-    """``ModelEntry.train``: each member with its own training function, then statistics and the fusion."""
+    """``ModelEntry.train``: each member with its own training function (at its preset's image size), then
+    the validation statistics and the fusion."""
     from lineclear.models import get_model
     from lineclear.training import TrainSession
 
@@ -90,11 +92,15 @@ def train(model: EnsembleModel, session) -> None:
                              "out with --val-fraction, or give the view a val/good folder)")
     for name in cfg.member_names:
         entry = get_model(name)
-        mcfg = resolve_config(entry, preset if preset in entry.presets else "fast",
-                              {"image_size": tuple(cfg.image_size), "seed": cfg.seed})
+        mcfg = resolve_config(entry, preset if preset in entry.presets else "fast", {"seed": cfg.seed})
         net = entry.build(mcfg, True).to(session.device)
-        sub = TrainSession(images=session.images, config=mcfg, device=session.device, run_dir=None,
-                           valid=session.valid, image_ids=session.image_ids, model_name=name,
+        size = tuple(int(x) for x in mcfg.image_size)
+        images, valid = session.images, session.valid
+        if tuple(images.shape[-2:]) != size:  # each member at its own preset's size
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+            valid = F.interpolate(valid, size=size, mode="nearest") if valid is not None else None
+        sub = TrainSession(images=images, config=mcfg, device=session.device, run_dir=None,
+                           valid=valid, image_ids=session.image_ids, model_name=name,
                            progress=session.progress, world=session.world)
         entry.train(net, sub)
         model.members[name] = net.eval()

@@ -1,6 +1,8 @@
 """The ensemble as a pure module: its members' maps, each normalised by its own validation statistics, fused.
 
-``members`` are fitted lineclear models (any of the registry) that score at the ensemble's image size.
+``members`` are fitted lineclear models (any of the registry), each at its own preset's image size: the
+images are resized to it (after the pre-mask is applied, so hidden content cannot mix into visible
+pixels) and its map is resized back to the ensemble's.
 Buffers (so a checkpoint is a plain state dict): ``val_max`` and ``val_mean`` (M,), each member's maximum
 and mean anomaly-map value over the counted pixels of the normal validation images, and ``choice``, the
 index into :data:`~lineclear.models.ensemble.config.CANDIDATES` of the fusion in use.
@@ -20,6 +22,15 @@ from lineclear.models.base import AnomalyModel, AnomalyOutput
 from lineclear.models.ensemble.config import CANDIDATES, EnsembleConfig
 
 
+def resize_for(images: torch.Tensor, mask: torch.Tensor | None, size: tuple[int, int]):
+    """Images (B,3,H,W) and pre-mask (B,1,H,W) or None at ``size``: the mask applied first, so the resizing
+    mixes no hidden pixel into a visible one; the mask resized with nearest neighbour."""
+    if mask is not None:
+        images = images * (mask > 0.5).to(images.dtype)
+        mask = F.interpolate(mask.float(), size=size, mode="nearest")
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True), mask
+
+
 class EnsembleModel(AnomalyModel):
     def __init__(self, cfg: EnsembleConfig, members: dict[str, AnomalyModel] | None = None) -> None:
         super().__init__()
@@ -35,11 +46,18 @@ class EnsembleModel(AnomalyModel):
     def fusion(self) -> str:
         return CANDIDATES[int(self.choice)]
 
+    def member_size(self, name: str) -> tuple[int, int]:
+        return tuple(int(x) for x in self.cfg.member_configs[name]["image_size"])  # type: ignore[return-value]
+
     def member_maps(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(M,B,H,W): each member's map of ``images`` (B,3,H,W), at the images' size."""
         out = []
         for name in self.names:
-            amap = self.members[name](images, mask).anomaly_map.float()
+            x, m = images, mask
+            size = self.member_size(name)
+            if tuple(x.shape[-2:]) != size:
+                x, m = resize_for(x, m, size)
+            amap = self.members[name](x, m).anomaly_map.float()
             if amap.shape[-2:] != images.shape[-2:]:
                 amap = F.interpolate(amap[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             out.append(amap)

@@ -125,3 +125,15 @@ def test_choose_fusion_takes_the_best_separating_candidate() -> None:
         (f["image_auroc"], f["pixel_auroc"]) for f in figs.values())
     # normalised by the validation means, member b's huge scale drowns a's signal in the average
     assert figs["max-mean"]["pixel_auroc"] > figs["mean-mean"]["pixel_auroc"]
+
+
+def test_training_shifts_by_default_only_when_every_member_takes_them(tmp_path: Path) -> None:
+    from lineclear.cli.train import _shift_count
+
+    class _View:  # a view with a registration reference
+        def reference_file(self):
+            return tmp_path / "reference.png"
+
+    assert _shift_count("ensemble", _View(), None, ["patchcore", "template"]) == 2
+    assert _shift_count("ensemble", _View(), None, ["draem", "ddad"]) == 0
+    assert _shift_count("ensemble", _View(), 3, ["draem", "ddad"]) == 3

@@ -129,7 +129,9 @@ def _train(entry, cfg, view, train_samples, val_samples, out, dev, resume, prese
     images, valid, notes = load_view_images(train_samples, tuple(cfg.image_size))
     for n in notes:
         console.note(n)
-    n_shifts, shift_info = _shift_count(entry.name, view, shifts), {}
+    # an ensemble gets the shifts by default when every member would
+    members = getattr(cfg, "member_names", None)
+    n_shifts, shift_info = _shift_count(entry.name, view, shifts, members), {}
     if n_shifts:
         ref_path = view.reference_file()
         if ref_path is None:
@@ -181,10 +183,10 @@ def _train(entry, cfg, view, train_samples, val_samples, out, dev, resume, prese
                         "train_images": len(train_samples), "val_images": len(val_samples)})
 
 
-def _shift_count(model: str, view: View, shifts: int | None) -> int:
+def _shift_count(model: str, view: View, shifts: int | None, members: list[str] | None = None) -> int:
     if shifts is not None:
         return shifts
-    if model not in SHIFT_MODELS:
+    if model not in SHIFT_MODELS or (members and not set(members) <= set(SHIFT_MODELS)):
         return 0
     try:
         has_ref = view.reference_file() is not None

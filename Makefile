@@ -43,11 +43,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
-# The README's results table: every model over every synthetic view at the `fast` preset, a
-# mask+registration configuration against the raw one. Two jobs at a time, one torch thread each
-# (on 2 cores that beats two jobs fighting over two threads each).
+# The README's results table: every model over every synthetic view at the `fast` preset, under all
+# eight configurations of the thesis (pre/post masking x mask/none x registration/none). Two jobs at a
+# time, one torch thread each (on 2 cores that beats two jobs fighting over two threads each).
 RESULTS_MODELS ?= patchcore template draem ddad
-RESULTS_CONFIGS ?= po-m-r po-nm-nr
+RESULTS_CONFIGS ?= po-m-r po-nm-r po-m-nr po-nm-nr pre-m-r pre-nm-r pre-m-nr pre-nm-nr
 results: $(STAMP)
 	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -C examples -j2 results OUT=$(CURDIR)/results-out MODELS="$(RESULTS_MODELS)" \
 	    CONFIGS="$(RESULTS_CONFIGS)" PRESET=fast EVAL_ARGS="--max-overlays 4" \

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lineclear.formats._io import atomic_write_bytes, dumps
 from lineclear.formats.metrics import read_metrics
+from lineclear.selection import line_pick, spread, thesis_pick
 
 KEYS = [("auroc_image", "image AUROC"), ("auroc_pixel", "pixel AUROC"), ("aupro", "AUPRO"),
         ("ap", "pixel AP"), ("iou", "IoU"), ("accuracy", "accuracy")]
@@ -35,13 +36,35 @@ def collect(out: Path, models: list[str], views: list[str], configs: list[str]) 
                 if p.is_file():
                     doc = read_metrics(p)
                     cells[c] = {"summary": doc["summary"], "best_method": doc["best"].get("method"),
+                                "best_level": doc["best"].get("level", "image"),
                                 "report": str((p.parent / "report.html").relative_to(out))}
+                    ckpts = checkpoint_cells(out, m, v, c, doc)
+                    if ckpts:
+                        cells[c]["checkpoints"] = ckpts
             if not cells:
                 continue
             best = max(cells, key=lambda c: (_num(cells[c]["summary"]["accuracy"]), _num(cells[c]["summary"]["auroc_image"]),
                                              _num(cells[c]["summary"]["auroc_pixel"])))
             grid.setdefault(m, {})[v] = {"configs": cells, "best_config": best}
     return grid
+
+
+def checkpoint_cells(out: Path, model: str, view: str, config: str, final: dict) -> dict | None:
+    """The configuration's intermediate checkpoints (``eval/<m>/<v>/<config>@e<E>/``) beside model.pt, and the
+    two selections among them: the thesis's (test labels) and the line's (validation data only)."""
+    found = []
+    for p in (out / "eval" / model / view).glob(f"{config}@e*/metrics.json"):
+        tail = p.parent.name.rsplit("@e", 1)[1]
+        if tail.isdigit():
+            found.append((int(tail), read_metrics(p)))
+    if not found:
+        return None
+    found.sort(key=lambda x: x[0])
+    names = [f"epoch {e}" for e, _ in found] + ["final"]
+    docs = [d for _, d in found] + [final]
+    line = line_pick(docs)
+    return {"columns": [{"checkpoint": n, "summary": d["summary"], "val_spread": spread(d)} for n, d in zip(names, docs)],
+            "thesis_pick": names[thesis_pick(docs)], "line_pick": names[line] if line is not None else None}
 
 
 def _num(x) -> float:
@@ -150,6 +173,18 @@ def readme_table(grid: dict, views: list[str], note: str) -> str:
                     s = cells.get(c, {}).get("summary")
                     row.append("–" if s is None else f"{_fmt(s['auroc_image'])} / {_fmt(s['auroc_pixel'])} / {_fmt(s['accuracy'])}")
                 lines.append(f"| {v} | {m} | " + " | ".join(row) + " |")
+    picks = [(v, m, c, cell["checkpoints"]) for v in views for m in grid if v in grid[m]
+             for c, cell in grid[m][v]["configs"].items() if "checkpoints" in cell]
+    if picks:
+        lines += ["", "Checkpoint selection per configuration: the thesis's (highest accuracy, **chosen on the test "
+                  "labels**) against one a line can trust (lowest spread σ/μ of the normal validation scores, chosen "
+                  "without test labels); accuracy % of each:", "",
+                  "| view | model | configuration | thesis pick (test labels) | line pick (validation) |", "|---|---|---|---|---|"]
+        for v, m, c, ck in picks:
+            acc = {col["checkpoint"]: col["summary"]["accuracy"] for col in ck["columns"]}
+            line = ck["line_pick"]
+            lines.append(f"| {v} | {m} | {label(c)} | {ck['thesis_pick']} ({_fmt(acc[ck['thesis_pick']])}) | "
+                         + (f"{line} ({_fmt(acc[line])})" if line else "–") + " |")
     return "\n".join(lines) + "\n"
 
 

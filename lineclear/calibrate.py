@@ -11,6 +11,15 @@ validation map; the **image** threshold (classification) from the normal images'
 scores. A pixel or image is anomalous when its value is *strictly greater* than the
 threshold, so ``max`` flags nothing on its own validation set.
 
+Which threshold makes the *image* decision (leftover or clear) is the thresholds file's ``level``:
+
+* ``pixel``: anomalous when any counted pixel of the map is above the pixel threshold — the thesis's
+  rule (section 3.5), fitted on every valid pixel of the normal validation maps;
+* ``image``: anomalous when the image score is above the image threshold, fitted on the normal
+  images' scores. With n scores and the population σ every score is at most μ + √(n−1)·σ
+  (Samuelson's inequality), so with few validation images ``ksigma`` with k ≥ √(n−1) lies above
+  ``max`` and the three rules barely differ: :func:`few_scores_warning`.
+
 Pixel statistics are streamed: count, mean and variance with Chan's parallel update in
 float64, min and max exactly, and the quantile exactly with a two-pass radix select on the
 float32 bit patterns (65,536 counters per pass), so memory does not grow with the number
@@ -27,8 +36,29 @@ import numpy as np
 from lineclear.errors import LineclearError
 
 METHODS = ("max", "quantile", "ksigma")
+LEVELS = ("pixel", "image")
 DEFAULT_P = 0.99
 DEFAULT_K = 3.0
+# below this many image scores the image-level rules are squeezed together (Samuelson's bound)
+MIN_IMAGE_SCORES = 10
+
+
+def samuelson_k(n: int) -> float:
+    """√(n−1): no value of n numbers lies more than this many population σ above their mean."""
+    return math.sqrt(max(n - 1, 0))
+
+
+def few_scores_warning(n: int, methods: Iterable[str], k: float = DEFAULT_K) -> str | None:
+    """Why image-level thresholds from ``n`` < :data:`MIN_IMAGE_SCORES` scores are weak, or None."""
+    if n >= MIN_IMAGE_SCORES:
+        return None
+    b = samuelson_k(n)
+    text = (f"the image-level rule rests on {n} image score(s): with n scores and the population σ every "
+            f"score is at most μ + √(n−1)·σ = μ + {b:.2f}σ (Samuelson's inequality)")
+    if "ksigma" in methods and k >= b:
+        text += f", so ksigma with k={k:g} ≥ {b:.2f} lies above max"
+    return text + ("; the thresholds barely differ between rules. Score more validation images, or decide "
+                   "at --level pixel (over every counted validation pixel)")
 
 
 def _keys(values: np.ndarray) -> np.ndarray:

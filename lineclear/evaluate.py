@@ -8,9 +8,11 @@ through a callable, and writes nothing. :class:`GroundTruth` is the default call
 * Pixels outside ``/valid`` (inspection mask, registration border) are left out of every
   pixel metric. Ground truth is resized to the map resolution with nearest neighbour.
 * Images with an unknown label (−1) are left out (a note says how many).
+* Each thresholds file decides images at its ``level``: ``image`` = the image score above the
+  image threshold; ``pixel`` = some counted (valid) pixel above the pixel threshold (thesis 3.5).
 * "Best threshold" (thesis 5.6): the thresholds file with the highest image accuracy;
-  ties go to ``max``, then ``ksigma``, then ``quantile``. It is chosen on the test labels
-  and labelled so.
+  ties go to ``max``, then ``ksigma``, then ``quantile``, then to fewer missed anomalies. It is
+  chosen on the test labels and labelled so.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import numpy as np
 from lineclear import metrics as M
 from lineclear.errors import LineclearError
 from lineclear.formats.masks import read_mask, resize_mask
+from lineclear.formats.thresholds import level_of
 from lineclear.progress import Progress, ensure
 
 TIE_ORDER = ("max", "ksigma", "quantile")
-BEST_RULE = "highest image accuracy; ties: max, then ksigma, then quantile (thesis 5.6)"
+BEST_RULE = "highest image accuracy; ties: max, then ksigma, then quantile, then fewer misses (thesis 5.6)"
 VERDICTS = {(True, True): "TP", (True, False): "FP", (False, True): "FN", (False, False): "TN"}
 
 
@@ -141,7 +144,8 @@ def choose_best(entries: Sequence[dict]) -> int:
         acc = entries[i]["image"].get("accuracy")
         m = entries[i].get("method")
         rank = TIE_ORDER.index(m) if m in TIE_ORDER else len(TIE_ORDER)
-        return (-(acc if acc is not None else -1.0), rank, i)
+        fn = entries[i]["image"].get("fn")
+        return (-(acc if acc is not None else -1.0), rank, fn if fn is not None else math.inf, i)
 
     return min(range(len(entries)), key=key)
 
@@ -229,14 +233,25 @@ def evaluate(
     if image["auroc"] is None:
         notes.append("only one class among the test images: image AUROC is undefined")
     entries = []
-    for t, pat in zip(thresholds, at):
+    decisions = []  # per thresholds file: (N,) bool, every image's decision, or None
+    for j, (t, pat) in enumerate(zip(thresholds, at)):
+        lv = level_of(t)
         it = t["image"].get("threshold")
-        img = M.confusion(s, y, it) if it is not None else {"threshold": None}
+        if lv == "pixel":
+            # anomalous when any counted pixel is above the pixel threshold
+            pred = np.array([st.predicted[j] > 0 for st in acc.images], dtype=bool)
+            img = {"threshold": float(pix_t[j]), **M.confusion_of(pred[use], y)}
+        elif it is not None:
+            pred = scores > it
+            img = M.confusion(s, y, it)
+        else:
+            pred, img = None, {"threshold": None}
+        decisions.append(pred)
         pa = dict(pat)
         if t["pixel"].get("threshold") is None:
             pa = {k: None for k in pa}
         entries.append({
-            "method": t.get("method"), "params": t.get("params", {}), "path": str(t.get("path", "")),
+            "method": t.get("method"), "params": t.get("params", {}), "level": lv, "path": str(t.get("path", "")),
             "image": img, "pixel": pa,
         })
     best = choose_best(entries)
@@ -245,6 +260,10 @@ def evaluate(
     # per image at the best threshold
     images = []
     it_best = be["image"].get("threshold")
+    pred_best = decisions[best]
+    # what the decision compared with the threshold: the image score, or the highest counted pixel
+    decided_on = scores if be["level"] == "image" else np.array(
+        [st.max if st.max is not None else -math.inf for st in acc.images], dtype=np.float64)
     for i, st in enumerate(acc.images):
         lab = int(labels[i])
         rec: dict[str, Any] = {
@@ -253,15 +272,15 @@ def evaluate(
             "predicted_pixels": st.predicted[best] if pix_t[best] is not None else None,
             "iou": st.iou(best) if (pix_t[best] is not None and lab == 1) else None,
         }
-        if it_best is not None:
-            pred = bool(scores[i] > it_best)
+        if pred_best is not None:
+            pred = bool(pred_best[i])
             rec["verdict"] = "anomalous" if pred else "normal"
             rec["outcome"] = VERDICTS[(pred, lab == 1)] if lab >= 0 else "?"
             rec["correct"] = (pred == (lab == 1)) if lab >= 0 else None
         else:
             rec["verdict"], rec["outcome"], rec["correct"] = None, "?", None
         images.append(rec)
-    for rank, i in enumerate(overlay_order(images, it_best, scores)):
+    for rank, i in enumerate(overlay_order(images, it_best, decided_on)):
         images[i]["order"] = rank
 
     curves = _curves(s, y, acc)
@@ -273,6 +292,7 @@ def evaluate(
         "iou": be["pixel"].get("iou"),
         "accuracy": be["image"].get("accuracy"),
         "method": be["method"],
+        "level": be["level"],
     }
     attrs = dict(getattr(maps, "attrs", {}) or {})
     for t in thresholds:
@@ -282,7 +302,7 @@ def evaluate(
         "source": {
             "path": str(path),
             **{k: attrs.get(k) for k in ("model", "view", "checkpoint", "checkpoint_sha256", "mask_stage", "mask",
-                                         "registered", "dataset_root", "split")},
+                                         "registered", "dataset_root", "split", "checkpoint_epoch")},
             "map_size": [h, w],
         },
         "counts": {"images": n, "normal": int(np.sum(labels == 0)), "anomalous": int(np.sum(labels == 1)),
@@ -290,7 +310,11 @@ def evaluate(
         "image": image,
         "pixel": pixel,
         "thresholds": entries,
-        "best": {"index": best, "method": be["method"], "path": be["path"], "rule": BEST_RULE,
+        # the normal validation images' statistics the thresholds came from (what a choice that never
+        # looks at the test labels can use, e.g. lineclear.selection.line_pick)
+        "validation": {"image": (thresholds[0].get("image") or {}).get("stats") or {},
+                       "pixel": (thresholds[0].get("pixel") or {}).get("stats") or {}},
+        "best": {"index": best, "method": be["method"], "level": be["level"], "path": be["path"], "rule": BEST_RULE,
                  "chosen_on": "test labels"},
         "summary": summary,
         "curves": curves,
@@ -300,19 +324,22 @@ def evaluate(
 
 
 def overlay_order(images: list[dict], threshold: float | None, scores: np.ndarray) -> list[int]:
-    """Image indices, worst first: FPs and FNs by how far their score is on the wrong side
-    of the threshold (relative to the score spread), then anomalous images by lowest IoU,
-    then normal images by highest score."""
-    spread = float(np.ptp(scores)) or 1.0
+    """Image indices, worst first: FPs and FNs by how far their value (``scores``: what the decision
+    compared with ``threshold``) is on the wrong side of it (relative to the spread), then anomalous
+    images by lowest IoU, then normal images by highest value."""
+    v = np.asarray(scores, dtype=np.float64)
+    fin = np.isfinite(v)
+    v = np.where(fin, v, v[fin].min() if fin.any() else 0.0)  # an image with no counted pixel
+    spread = float(np.ptp(v)) or 1.0
 
     def key(i: int) -> tuple:
         r = images[i]
         if r["outcome"] in ("FP", "FN") and threshold is not None:
-            return (0, -abs(r["score"] - threshold) / spread)
+            return (0, -abs(v[i] - threshold) / spread)
         if r["outcome"] == "TP":
             return (1, r["iou"] if r["iou"] is not None else 2.0)
         if r["outcome"] == "TN":
-            return (2, -r["score"])
+            return (2, -v[i])
         return (3, 0.0)
 
     return sorted(range(len(images)), key=key)

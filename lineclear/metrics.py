@@ -136,7 +136,15 @@ def confusion(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     the denominator is zero).
     """
     s, y = _check_binary(scores, labels)
-    pred = s > threshold
+    return {"threshold": float(threshold), **confusion_of(s > threshold, y)}
+
+
+def confusion_of(predicted: np.ndarray, labels: np.ndarray) -> dict:
+    """:func:`confusion` from decisions already made: ``predicted`` (N,) bool, True = anomalous."""
+    pred = np.asarray(predicted, dtype=bool).ravel()
+    y = np.asarray(labels).astype(bool).ravel()
+    if pred.shape != y.shape:
+        raise ValueError(f"{pred.size} decisions for {y.size} labels")
     tp = int(np.sum(pred & y))
     fp = int(np.sum(pred & ~y))
     fn = int(np.sum(~pred & y))
@@ -145,7 +153,6 @@ def confusion(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     recall = _ratio(tp, tp + fn)
     f1 = _ratio(2 * tp, 2 * tp + fp + fn)
     return {
-        "threshold": float(threshold),
         "tp": tp, "fp": fp, "tn": tn, "fn": fn,
         "accuracy": _ratio(tp + tn, tp + tn + fp + fn),
         "precision": precision,

@@ -59,6 +59,28 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return p
 
 
+def saved_checkpoints(run_dir: str | os.PathLike) -> dict[int, Path]:
+    """``{epoch: path}`` of the intermediate checkpoints a training kept (``RUN/checkpoints/epoch_<E>.pt``)."""
+    found = {}
+    for p in (Path(run_dir) / "checkpoints").glob("epoch_*.pt"):
+        tail = p.stem[len("epoch_"):]
+        if tail.isdigit():
+            found[int(tail)] = p
+    return dict(sorted(found.items()))
+
+
+def checkpoint_at(path: str | os.PathLike, epoch: int) -> Path:
+    """The checkpoint of ``epoch`` in a run directory (or beside its ``model.pt``); one clear error if none."""
+    p = Path(path)
+    run = p if p.is_dir() else p.parent
+    saved = saved_checkpoints(run)
+    if epoch not in saved:
+        have = ", ".join(map(str, saved)) or "none"
+        raise LineclearError(f"{run}: no checkpoint of epoch {epoch} (checkpoints/epoch_{epoch}.pt); saved epochs: "
+                             f"{have} (model.pt is the final one: leave out --checkpoint-epoch)")
+    return saved[epoch]
+
+
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[AnomalyModel, dict, object]:
     """Load a checkpoint into its model: ``(model in eval mode on device, meta, config)``."""
     p = resolve_checkpoint(path)

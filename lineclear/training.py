@@ -59,6 +59,10 @@ class TrainSession:
     progress: Progress = field(default_factory=NullProgress)
     extra_meta: dict[str, Any] = field(default_factory=dict)
     world: World = SINGLE
+    # the normal validation images (N,3,H,W) and their valid pixels (N,1,H,W) or None, for models whose
+    # ModelEntry.uses_validation (an ensemble normalises its members on them); None for the others
+    val_images: torch.Tensor | None = None
+    val_valid: torch.Tensor | None = None
 
     # -- logging -------------------------------------------------------------------------
     def log(self, **record: Any) -> None:

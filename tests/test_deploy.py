@@ -75,7 +75,7 @@ def make_view(root: Path, name: str, seed: int, n_train: int = 5, roi: bool = Fa
 
 
 def make_run(view: Path, run: Path, model: str, mask_stage: str = "none", image_thr: float = 0.2,
-             pixel_thr: float = 0.12) -> Path:
+             pixel_thr: float = 0.12, level: str = "image") -> Path:
     """Train the toy model, score the validation split, and write thresholds with their provenance."""
     assert run_cli(["-q", "train", str(view), "--model", model, "--out", str(run), "--device", "cpu"]) == 0
     maps = run / "val_maps.h5"
@@ -89,7 +89,7 @@ def make_run(view: Path, run: Path, model: str, mask_stage: str = "none", image_
         source.update(path=str(maps), sha256=sha256_file(maps), map_size=list(f.map_size))
         assert float(f.scores.max()) < image_thr  # the fixed thresholds are above every normal score
     write_thresholds(run / "thresholds.json", {
-        "method": "max", "params": {}, "pixel": {"threshold": pixel_thr, "stats": {}},
+        "method": "max", "params": {}, "level": level, "pixel": {"threshold": pixel_thr, "stats": {}},
         "image": {"threshold": image_thr, "stats": {}}, "source": source})
     return run
 

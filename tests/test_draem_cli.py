@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from lineclear.formats import MapsFile, load_checkpoint, read_mask
@@ -44,6 +45,26 @@ def test_train_then_score_pre_and_post(tiny_view, tmp_path):
     for stage, (maps, _) in outs.items():
         assert (maps[:, ~m] == 0).all(), stage  # both stages: zero exactly outside the mask
     assert (outs["post"][0][:, m] > 0).any()
+
+    # the report's overlays carry the reconstruction panel (thesis figure 8), unless told not to
+    from lineclear.images import read_rgb
+    from lineclear.scoring import load_model
+
+    model, _, _ = load_model(run / "model.pt")
+    x = torch.from_numpy(read_rgb(tiny_view / "test" / "good" / "000.png", (32, 64)).transpose(2, 0, 1)[None].copy())
+    rec = model.reconstruction(x)
+    assert rec.shape == (1, 3, 32, 64) and float(rec.min()) >= 0 and float(rec.max()) <= 1
+    val = tmp_path / "val.h5"
+    assert run_cli(["-q", "score", str(run), str(tiny_view), "--split", "train", "--out", str(val), "--device", "cpu"]) == 0
+    assert run_cli(["-q", "calibrate", str(val), "--out", str(tmp_path / "t.json")]) == 0
+    widths = {}
+    for flag in ("--reconstructions", "--no-reconstructions"):
+        rep = tmp_path / f"rep{flag}"
+        assert run_cli(["-q", "evaluate", str(tmp_path / "post.h5"), "-t", str(tmp_path / "t.json"), "--out", str(rep),
+                        "--max-overlays", "1", flag]) == 0
+        png = next((rep / "overlays").glob("*.png"))
+        widths[flag] = cv2.imread(str(png)).shape[1]
+    assert widths["--reconstructions"] > 1.2 * widths["--no-reconstructions"]  # one more panel
 
 
 @pytest.mark.slow

@@ -220,8 +220,10 @@ def test_calibrate_all_with_out_and_table_json(tmp_path, monkeypatch, capsys):
     from lineclear.cli.calibrate import output_paths
 
     assert output_paths(Path("r/val.h5"), Path("x/t.json"), ["max", "ksigma"], True) == {
-        "max": Path("x/t_max.json"), "ksigma": Path("x/t_ksigma.json")}
-    assert output_paths(Path("r/val.h5"), None, ["max"], False) == {"max": Path("r/thresholds.json")}
+        ("max", "image"): Path("x/t_max.json"), ("ksigma", "image"): Path("x/t_ksigma.json")}
+    assert output_paths(Path("r/val.h5"), None, ["max"], False) == {("max", "image"): Path("r/thresholds.json")}
+    assert output_paths(Path("r/val.h5"), None, ["max"], False, ("pixel", "image")) == {
+        ("max", "pixel"): Path("r/thresholds_pixel.json"), ("max", "image"): Path("r/thresholds_image.json")}
     d = make_run(tmp_path)
     monkeypatch.chdir(tmp_path)
     assert _run(["calibrate", "run/val_maps.h5", "--method", "all", "--out", "cal/t.json", "--json"]) == 0
@@ -235,8 +237,10 @@ def test_calibrate_all_with_out_and_table_json(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert _run(["table", "run", "--json"]) == 0  # a run directory holding report/metrics.json
     t = json.loads(capsys.readouterr().out)
-    assert t["columns"] == ["PO+M+NR"] and [r["metric"] for r in t["rows"]] == ["AUROC", "PRO", "IoU", "AP", "ACC"]
-    assert all(c["best"] for r in t["rows"] for cell in r["cells"] for c in cell if c["value"] != "–")
+    assert t["columns"] == ["PO+M+NR"] and [r["metric"] for r in t["rows"]] == ["AUROC", "PRO", "IoU", "AP", "ACC",
+                                                                        "threshold", "checkpoint"]
+    assert all(c["best"] for r in t["rows"][:5] for cell in r["cells"] for c in cell if c["value"] != "–")
+    assert [r["cells"][0][0]["value"] for r in t["rows"][5:]] == ["max · image", "final"]
     assert _run(["table", "run", "--name", "a", "--name", "b"]) == 2
     assert _run(["table", "run", "--out", "t.txt"]) == 2
 

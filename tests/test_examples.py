@@ -78,8 +78,9 @@ def test_reproduction_makefile_end_to_end(tmp_path: Path) -> None:
             for split in ("val", "test"):
                 assert (out / "maps" / model / "A" / f"{cfg}-{split}.h5").is_file()
             for method in ("max", "quantile", "ksigma"):
-                t = json.loads((out / "maps" / model / "A" / f"{cfg}-thresholds-{method}.json").read_text())
-                assert t["schema"] == "lineclear.thresholds/1" and t["method"] == method
+                for level in ("image", "pixel"):
+                    t = json.loads((out / "maps" / model / "A" / f"{cfg}-thresholds_{method}_{level}.json").read_text())
+                    assert t["schema"] == "lineclear.thresholds/2" and (t["method"], t["level"]) == (method, level)
             m = json.loads((out / "eval" / model / "A" / cfg / "metrics.json").read_text())
             assert m["schema"] == "lineclear.metrics/1"
             assert m["config_name"] == cfg.upper().replace("-", "+")
@@ -88,9 +89,17 @@ def test_reproduction_makefile_end_to_end(tmp_path: Path) -> None:
         table = (out / "tables" / f"{model}-A.md").read_text()
         rows = [line for line in table.splitlines() if line.startswith("|")]
         header = [c.strip() for c in rows[0].strip("|").split("|")]
-        assert header[1:] == ["PO+M+R", "PRE+NM+NR"]
         names = [r.strip("|").split("|")[0].strip() for r in rows[2:]]
-        assert names == ["AUROC", "PRO", "IoU", "AP", "ACC"]
+        if model == "draem":  # the demo keeps DRAEM's epoch-2 checkpoint: scored under every configuration too
+            assert header[1:] == ["PO+M+R", "PO+M+R@e2", "PRE+NM+NR", "PRE+NM+NR@e2"]
+            assert names == ["AUROC", "PRO", "IoU", "AP", "ACC", "threshold", "checkpoint", "selected"]
+            ck = rows[2 + names.index("checkpoint")]
+            assert [c.strip() for c in ck.strip("|").split("|")][1:] == ["final", "epoch 2"] * 2
+            picks = [c.strip() for c in rows[2 + names.index("selected")].strip("|").split("|")][1:]
+            assert sorted(picks[:2]) in (["both", "–"], ["test labels", "validation"])
+        else:
+            assert header[1:] == ["PO+M+R", "PRE+NM+NR"]
+            assert names == ["AUROC", "PRO", "IoU", "AP", "ACC", "threshold", "checkpoint"]
         assert (out / "tables" / f"{model}-A.html").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["grid"]) == set(MODELS.split())
@@ -102,7 +111,8 @@ def test_reproduction_makefile_end_to_end(tmp_path: Path) -> None:
     jobs = _jobs(text)
     trains = sorted((tag, argv[argv.index("--model") + 1]) for tag, cmd, argv in jobs if cmd == "train")
     assert trains == [("ddp", "draem"), ("gpu", "patchcore"), ("gpu", "template")]
-    assert [tag for tag, cmd, _ in jobs if cmd == "score"] == ["gpu"] * 12  # 3 models x 2 configurations x 2 splits
+    # 3 models x 2 configurations x 2 splits, and DRAEM's checkpoint under both configurations
+    assert [tag for tag, cmd, _ in jobs if cmd == "score"] == ["gpu"] * 16
     assert {cmd for tag, cmd, _ in jobs if tag == "cpu"} == {"synth", "labels", "register", "mask", "calibrate",
                                                                "evaluate", "table"}
     # a second make has nothing to do
@@ -118,7 +128,26 @@ def test_reproduction_makefile_end_to_end(tmp_path: Path) -> None:
     for model in MODELS.split():
         assert f"maps/{model}/A/po-nm-r-test.h5" in plan and f"--out {out}/eval/{model}/A/po-nm-r" in plan, plan[-2000:]
     assert f"--out {out}/eval/template/A/po-m-r" in plan, plan[-2000:]
+    assert f"maps/draem/A/po-nm-r@e2-test.h5" in plan and "--checkpoint-epoch 2" in plan, plan[-2000:]
     # an interrupted training (a state, no model.pt) is resumed, not started again
     (out / "runs" / "draem" / "A" / "model.pt").unlink()
     train = [line for line in _make(out, "-n").stdout.replace("\\\n", " ").splitlines() if " train " in line]
     assert len(train) == 1 and "--model draem" in train[0] and "--resume" in train[0], train
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_the_full_demo_grid_eight_configurations_by_checkpoints(tmp_path: Path) -> None:
+    """`make -C examples PRESET=demo` with every configuration (the default CONFIGS) on tiny data."""
+    out = tmp_path / "out"
+    r = _make(out, "MODELS=template draem", "CONFIGS=po-m-r po-nm-r po-m-nr po-nm-nr pre-m-r pre-nm-r pre-m-nr pre-nm-nr")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    labels = [c.upper().replace("-", "+") for c in "po-m-r po-nm-r po-m-nr po-nm-nr pre-m-r pre-nm-r pre-m-nr pre-nm-nr".split()]
+    for model, cols in (("template", labels), ("draem", [x for c in labels for x in (c, f"{c}@e2")])):
+        table = (out / "tables" / f"{model}-A.md").read_text()
+        header = [c.strip() for c in next(x for x in table.splitlines() if x.startswith("| |")).strip("|").split("|")]
+        assert header[1:] == cols
+        for c in cols:
+            m = json.loads((out / "eval" / model / "A" / c.lower().replace("+", "-").replace("@E", "@e")
+                            / "metrics.json").read_text())
+            assert m["config_name"] == c and m["summary"]["level"] in ("image", "pixel")

@@ -123,7 +123,7 @@ def test_thresholds_round_trip_and_validation(tmp_path: Path) -> None:
     p = tmp_path / "t.json"
     write_thresholds(p, _thresholds_doc())
     doc = read_thresholds(p)
-    assert doc["schema"] == "lineclear.thresholds/1" and doc["pixel"]["threshold"] == 0.5
+    assert doc["schema"] == "lineclear.thresholds/2" and doc["pixel"]["threshold"] == 0.5 and doc["level"] == "image"
     assert json.loads(p.read_text())["method"] == "ksigma"
     bad = _thresholds_doc() | {"method": "magic"}
     with pytest.raises(FormatError, match="method"):
@@ -135,7 +135,7 @@ def test_thresholds_round_trip_and_validation(tmp_path: Path) -> None:
         read_thresholds(foreign)
     other = tmp_path / "other.json"
     write_json(other, {"x": 1}, "lineclear.maps/1")
-    with pytest.raises(FormatError, match="expected lineclear.thresholds/1"):
+    with pytest.raises(FormatError, match="expected lineclear.thresholds/2"):
         read_thresholds(other)
     broken = tmp_path / "broken.json"
     broken.write_text('{"schema": "lineclear.thresholds/1",')

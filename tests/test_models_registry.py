@@ -27,6 +27,7 @@ NAMES = sorted(MODELS)
 TINY: dict[str, dict] = {
     "patchcore": {"image_size": (64, 96)},
     "template": {"image_size": (48, 64)},
+    "ensemble": {"image_size": (64, 96), "members": "patchcore,template"},
     "draem": {"image_size": (32, 64), "recon_width": 4, "disc_width": 4, "batch_size": 2, "epochs": 1,
               "steps_per_epoch": 2},
     "ddad": {"image_size": (24, 32), "unet_channels": (8, 16), "unet_attention_res": 12, "unet_heads": 2,
@@ -56,7 +57,9 @@ def trained(request):
     cfg = resolve_config(entry, "demo", TINY.get(name, {}))
     torch.manual_seed(0)
     model = entry.build(cfg, True)
-    entry.train(model, TrainSession(images=scenes(6, tuple(cfg.image_size)), config=cfg, device=torch.device("cpu")))
+    size = tuple(cfg.image_size)
+    val = scenes(2, size, seed=1) if entry.uses_validation else None
+    entry.train(model, TrainSession(images=scenes(6, size), config=cfg, device=torch.device("cpu"), val_images=val))
     return name, cfg, model.eval()
 
 
@@ -150,3 +153,20 @@ def test_clear_image_shifted_by_a_known_homography_scores_like_the_unshifted_one
     assert nudged <= 1.45 * still + 1e-6, (model, still, nudged)
     if model in ("template", "patchcore"):  # fitted models: the leftover stands out through the seam
         assert s["test/leaflet/nudged.png"] > 1.5 * max(still, nudged), (model, s)
+
+
+def test_reconstruction_models_show_what_they_reconstructed(trained) -> None:
+    """DRAEM and DDAD offer ``reconstruction`` (the report's panel, thesis figure 8): images' shape, in [0, 1]."""
+    name, cfg, model = trained
+    if not hasattr(model, "reconstruction"):
+        assert name not in ("draem", "ddad")
+        return
+    x = scenes(2, tuple(cfg.image_size), seed=3)
+    rec = model.reconstruction(x)
+    assert rec.shape == x.shape and torch.isfinite(rec).all() and rec.min() >= 0 and rec.max() <= 1
+    mask = torch.ones(2, 1, *x.shape[-2:])
+    mask[:, :, :, : x.shape[-1] // 2] = 0
+    other = x.clone()
+    other[:, :, :, : x.shape[-1] // 2] = 1.0
+    # pre-masked: the hidden half cannot change what the model reconstructs
+    assert torch.allclose(model.reconstruction(x, mask), model.reconstruction(other, mask), atol=1e-5)

@@ -43,7 +43,7 @@ def test_thesis_table_layout_and_best_marks():
     header = next(l for l in lines if l.startswith("| |"))
     assert header == "| | PO+M+R | PO+NM+R | PO+M+NR |"
     rows = {l.split("|")[1].strip(): l for l in lines if l.startswith("| ") and not l.startswith("| |")}
-    assert list(rows) == ["AUROC", "PRO", "IoU", "AP", "ACC"]
+    assert list(rows) == ["AUROC", "PRO", "IoU", "AP", "ACC", "threshold", "checkpoint"]
     assert "(68.0,93.9)" in rows["AUROC"] and "(60.0,**99.5**)" in rows["AUROC"] and "(**86.7**,94.0)" in rows["AUROC"]
     assert "**91.7**" in rows["PRO"] and "–" in rows["PRO"]
     assert rows["ACC"].count("**75.0**") == 2  # ties are all marked

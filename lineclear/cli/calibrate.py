@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from lineclear.calibrate import DEFAULT_K, DEFAULT_P, METHODS, calibrate, check_params
+from lineclear.calibrate import DEFAULT_K, DEFAULT_P, LEVELS, METHODS, calibrate, check_params, few_scores_warning
 from lineclear.cli import console
 from lineclear.cli.options import JsonOut, Overwrite
 from lineclear.errors import LineclearError, UsageError
@@ -21,12 +21,17 @@ MIN_NORMAL_IMAGES = 10
 DEFAULT_OUT_NAME = "thresholds.json"
 
 
-def output_paths(maps_path: Path, out: Path | None, methods: list[str], all_methods: bool) -> dict[str, Path]:
-    """Single method: ``--out`` or ``thresholds.json`` beside the maps; ``all``: ``<stem>_<method>.json``."""
+def output_paths(maps_path: Path, out: Path | None, methods: list[str], all_methods: bool,
+                 levels: tuple[str, ...] = ("image",)) -> dict[tuple[str, str], Path]:
+    """``{(method, level): path}``. One method and level: ``--out`` or ``thresholds.json`` beside the maps;
+    ``--method all`` adds ``_<method>`` to the name, ``--level both`` adds ``_<level>``."""
     base = out if out is not None else maps_path.parent / DEFAULT_OUT_NAME
-    if not all_methods:
-        return {methods[0]: base}
-    return {m: base.with_name(f"{base.stem}_{m}{base.suffix or '.json'}") for m in methods}
+    if not all_methods and len(levels) == 1:
+        return {(methods[0], levels[0]): base}
+    suffix = base.suffix or ".json"
+    return {(m, lv): base.with_name(base.stem + (f"_{m}" if all_methods else "")
+                                    + (f"_{lv}" if len(levels) > 1 else "") + suffix)
+            for m in methods for lv in levels}
 
 
 def source_of(maps: MapsFile) -> dict:
@@ -42,6 +47,7 @@ def source_of(maps: MapsFile) -> dict:
         "checkpoint_sha256": a.get("checkpoint_sha256"),
         # more of the maps provenance, so the line can score exactly as calibrated
         "checkpoint": a.get("checkpoint"),
+        "checkpoint_epoch": a.get("checkpoint_epoch"),
         "mask": a.get("mask"),
         "mask_sha256": a.get("mask_sha256"),
         "border_margin": a.get("border_margin"),
@@ -57,6 +63,7 @@ def calibrate_command(
     method: Annotated[str, typer.Option("--method", "-m", help="max, quantile, ksigma, or all (writes one file per method).")] = "ksigma",
     p: Annotated[float, typer.Option("--p", help="Quantile for --method quantile.")] = DEFAULT_P,
     k: Annotated[float, typer.Option("--k", help="k for --method ksigma (threshold = mean + k * std).")] = DEFAULT_K,
+    level: Annotated[str, typer.Option("--level", help="What makes the image decision: image (the image score above the image threshold), pixel (any counted pixel above the pixel threshold, the thesis's rule), or both (one file per level).")] = "image",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Thresholds file (default: thresholds.json beside VAL_MAPS; with --method all: thresholds_<method>.json).", show_default=False)] = None,
     json_out: JsonOut = False,
     overwrite: Overwrite = False,
@@ -64,18 +71,23 @@ def calibrate_command(
     """Compute pixel and image thresholds from the normal images of a validation maps file.
 
     Pixel threshold: over every valid pixel of the normal validation maps (segmentation).
-    Image threshold: over their image scores (classification). max = highest value;
-    quantile = p-quantile; ksigma = mean + k*std. Anomalous validation images are left out.
+    Image threshold: over their image scores. max = highest value; quantile = p-quantile;
+    ksigma = mean + k*std. Anomalous validation images are left out. --level says which of the
+    two decides whether an image is anomalous: image (its score above the image threshold) or
+    pixel (any counted pixel above the pixel threshold).
     """
     if method not in (*METHODS, "all"):
         raise UsageError(f"--method must be one of {', '.join(METHODS)} or all, got {method!r}")
+    if level not in (*LEVELS, "both"):
+        raise UsageError(f"--level must be pixel, image or both, got {level!r}")
+    levels = LEVELS if level == "both" else (level,)
     # option values are usage errors (exit 2), checked before any file is opened
     try:
         check_params(p, k)
     except LineclearError as exc:
         raise UsageError(str(exc)) from None
     methods = list(METHODS) if method == "all" else [method]
-    outs = output_paths(maps_path, out, methods, method == "all")
+    outs = output_paths(maps_path, out, methods, method == "all", levels)
     for path in outs.values():
         # --overwrite must never replace the maps file being read
         if path.resolve() == maps_path.resolve() or (path.exists() and maps_path.exists() and path.samefile(maps_path)):
@@ -116,23 +128,29 @@ def calibrate_command(
         console.warn(f"{maps_path}: thresholds from only {n_real} normal image(s)"
                      + (f" (+ {shifted} synthetic camera shifts of them)" if shifted else "")
                      + f"; fewer than {MIN_NORMAL_IMAGES} give unreliable thresholds (score more validation images)")
+    if "image" in levels:
+        few = few_scores_warning(int(normal.sum()), methods, k)
+        if few:
+            console.warn(f"{maps_path}: {few}")
     docs = {}
-    for m, doc in results.items():
-        doc = {**doc, "source": source}
-        write_thresholds(outs[m], doc, overwrite=overwrite)
-        docs[m] = doc
+    for (m, lv), path in outs.items():
+        doc = {**results[m], "level": lv, "source": source}
+        write_thresholds(path, doc, overwrite=overwrite)
+        docs[(m, lv)] = doc
     table = Table(title=f"thresholds from {maps_path} ({int(normal.sum())} normal images"
                         + (f": {int(normal.sum()) - shifted} + {shifted} synthetic camera shifts)" if shifted else ")"))
-    for col in ("method", "pixel threshold", "image threshold", "file"):
+    for col in ("method", "decides by", "pixel threshold", "image threshold", "file"):
         table.add_column(col)
-    for m, doc in docs.items():
-        table.add_row(m, f"{doc['pixel']['threshold']:.6g}", f"{doc['image']['threshold']:.6g}", str(outs[m]))
+    for (m, lv), doc in docs.items():
+        table.add_row(m, "any pixel > pixel threshold" if lv == "pixel" else "image score > image threshold",
+                      f"{doc['pixel']['threshold']:.6g}", f"{doc['image']['threshold']:.6g}", str(outs[(m, lv)]))
     console.err.print(table)
     if json_out:
-        console.print_json({m: {"path": str(outs[m]), **d} for m, d in docs.items()})
+        key = (lambda m, lv: f"{m}_{lv}") if len(levels) > 1 else (lambda m, lv: m)
+        console.print_json({key(m, lv): {"path": str(outs[(m, lv)]), **d} for (m, lv), d in docs.items()})
     else:
-        for m in docs:
-            typer.echo(str(outs[m]))
+        for ml in docs:
+            typer.echo(str(outs[ml]))
 
 
 def register(app: typer.Typer) -> None:

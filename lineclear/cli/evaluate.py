@@ -20,7 +20,9 @@ from lineclear.report.plots import all_curves
 from lineclear.report.tables import pct, threshold_labels
 
 DEFAULT_TEST_MAPS = Path("test_maps.h5")
-DEFAULT_THRESHOLDS = ("thresholds.json", "thresholds_max.json", "thresholds_ksigma.json", "thresholds_quantile.json")
+# what calibrate writes beside the maps by default: --method all adds _<method>, --level both _<level>
+DEFAULT_THRESHOLDS = tuple(f"thresholds{m}{lv}.json" for m in ("", "_max", "_ksigma", "_quantile")
+                           for lv in ("", "_pixel", "_image"))
 DEFAULT_REPORT = "report"
 
 
@@ -48,9 +50,36 @@ def check_report_dir(report_dir: Path) -> None:
 def same_thresholds_key(doc: dict) -> str:
     """What makes two thresholds documents the same for evaluation (not who wrote them when)."""
     src = doc.get("source") or {}
-    return json.dumps([doc.get("method"), doc.get("params"), (doc.get("pixel") or {}).get("threshold"),
+    return json.dumps([doc.get("method"), doc.get("params"), doc.get("level", "image"), (doc.get("pixel") or {}).get("threshold"),
                        (doc.get("image") or {}).get("threshold"), src.get("sha256") or src.get("path")],
                       sort_keys=True, default=str)
+
+
+def reconstructor(attrs: dict):
+    """For the maps of a reconstruction model (one with ``reconstruction``: DRAEM, DDAD) whose checkpoint is still
+    where the maps say and unchanged: (H,W,3) image → its (H,W,3) reconstruction. Else None (with a note why)."""
+    import numpy as np
+    import torch
+
+    from lineclear.scoring import load_model
+
+    ckpt = attrs.get("checkpoint")
+    if attrs.get("model") not in ("draem", "ddad") or not ckpt:
+        return None
+    path = Path(str(ckpt))
+    if not path.is_file() or (attrs.get("checkpoint_sha256") and sha256_file(path) != attrs.get("checkpoint_sha256")):
+        console.note(f"{path}: checkpoint missing or changed since scoring; overlays without the reconstruction panel")
+        return None
+    model, _, _ = load_model(path, "cpu")
+    if not hasattr(model, "reconstruction"):
+        return None
+
+    def run(image: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32))
+        with torch.inference_mode():
+            return model.reconstruction(x)[0].permute(1, 2, 0).numpy()
+
+    return run
 
 
 def metrics_table(doc: dict) -> Table:
@@ -64,7 +93,8 @@ def metrics_table(doc: dict) -> Table:
             ("AUPRO@0.3", doc["pixel"]["aupro"]), ("pixel AP", doc["pixel"]["ap"])]
     for name, v in free:
         t.add_row(name, *[pct(v)] * n)
-    rows = [("image threshold", lambda e: f"{e['image']['threshold']:.5g}" if e['image'].get('threshold') is not None else "–"),
+    rows = [("decides by", lambda e: "any pixel > pixel t" if e.get("level") == "pixel" else "score > image t"),
+            ("decision threshold", lambda e: f"{e['image']['threshold']:.5g}" if e['image'].get('threshold') is not None else "–"),
             ("accuracy", lambda e: pct(e["image"].get("accuracy"))),
             ("precision", lambda e: pct(e["image"].get("precision"))),
             ("recall", lambda e: pct(e["image"].get("recall"))),
@@ -86,6 +116,7 @@ def evaluate_command(
     name: Annotated[Optional[str], typer.Option("--name", help="Configuration name for comparison tables (default: from the maps provenance, e.g. PO+M+R).", show_default=False)] = None,
     max_overlays: Annotated[int, typer.Option("--max-overlays", min=0, help="Per-image overlays to draw, worst first.")] = 24,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Maps read per batch.")] = 8,
+    reconstructions: Annotated[bool, typer.Option("--reconstructions/--no-reconstructions", help="DRAEM, DDAD: a panel in each overlay with the model's reconstruction of the image (the checkpoint the maps name is loaded).")] = True,
     force: Annotated[bool, typer.Option("--force", help="Evaluate even with thresholds calibrated for another view or model (a warning instead of an error).")] = False,
     json_out: JsonOut = False,
     overwrite: Overwrite = False,
@@ -132,13 +163,14 @@ def evaluate_command(
             if ": computed " in n:
                 console.warn(n)
         curves = all_curves(doc)
-        overlays, notes = render_overlays(doc, maps, truth, max_overlays, progress)
+        recon = reconstructor(maps.attrs) if reconstructions and max_overlays else None
+        overlays, notes = render_overlays(doc, maps, truth, max_overlays, progress, reconstruct=recon)
     doc["notes"] += notes
     for n in notes:
         console.note(n)
     doc = write_report_dir(report_dir, doc, curves, overlays, overwrite=overwrite)
     console.err.print(metrics_table(doc))
-    console.note(f"best threshold: {doc['best']['method']} (chosen on the test labels); report: {report_dir / 'report.html'}")
+    console.note(f"best threshold: {doc['best']['method']} at {doc['best']['level']} level (chosen on the test labels); report: {report_dir / 'report.html'}")
     if json_out:
         console.print_json({k: v for k, v in doc.items() if k not in ("images", "curves")})
     else:

@@ -19,9 +19,11 @@ from lineclear.scoring import (
     DEFAULT_BORDER_MARGIN,
     DEFAULT_VAL_SHIFTS,
     MASK_STAGES,
+    checkpoint_at,
     load_model,
     looks_registered,
     resolve_checkpoint,
+    saved_checkpoints,
     score_paths,
     score_shifted,
 )
@@ -92,6 +94,8 @@ def score_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 8,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="Run the network under bfloat16 autocast.")] = False,
     device: Device = "auto",
+    checkpoint_epoch: Annotated[Optional[int], typer.Option("--checkpoint-epoch", min=0, help="Score the run's intermediate checkpoint of this epoch (RUN/checkpoints/epoch_<E>.pt) instead of model.pt.", show_default=False)] = None,
+    all_checkpoints: Annotated[bool, typer.Option("--all-checkpoints", help="Score model.pt into --out and every saved intermediate checkpoint into <out stem>@e<E>.h5 beside it.")] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Score images with a trained model and write their anomaly maps and scores.
@@ -99,6 +103,22 @@ def score_command(
     Maps are written at the model's resolution (``evaluate`` resizes ground truth to it).
     Labels come from MVTec folder names: good → 0, test/<defect> → 1, otherwise −1.
     """
+    if all_checkpoints:
+        if checkpoint_epoch is not None:
+            raise UsageError("--all-checkpoints scores every checkpoint: leave out --checkpoint-epoch")
+        args = dict(locals())
+        args.pop("all_checkpoints")
+        base = Path(out) if out is not None else Path(f"{split}_maps.h5")
+        run = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+        jobs = [(None, base)] + [(e, base.with_name(f"{base.stem}@e{e}{base.suffix or '.h5'}"))
+                                 for e in saved_checkpoints(run)]
+        if len(jobs) == 1:
+            console.note(f"{run}: no intermediate checkpoints (checkpoints/epoch_*.pt); scoring model.pt only")
+        for _, path in jobs:
+            check_writable(path, overwrite)  # refuse before minutes of scoring
+        for epoch, path in jobs:
+            score_command(**{**args, "checkpoint_epoch": epoch, "out": path})
+        return
     if split not in ("train", "val", "test", "all"):
         raise UsageError(f"--split must be train, val, test or all, got {split!r}")
     out = Path(out) if out is not None else Path(f"{split}_maps.h5")
@@ -106,7 +126,7 @@ def score_command(
     if stage not in MASK_STAGES:
         raise UsageError(f"--mask-stage must be pre or post, got {mask_stage!r}")
     check_writable(out, overwrite)
-    ckpt = resolve_checkpoint(checkpoint)
+    ckpt = checkpoint_at(checkpoint, checkpoint_epoch) if checkpoint_epoch is not None else resolve_checkpoint(checkpoint)
     dev = resolve_device(device)
     model, meta, cfg = load_model(ckpt, dev)
     paths, root = collect_inputs(list(inputs), split, meta)
@@ -155,6 +175,7 @@ def score_command(
         map_size=list(size), image_size=list(src_size), mask_stage=stage,
         mask=str(Path(mask).resolve()) if mask else "", mask_sha256=sha256_file(mask) if mask else "",
         registered=registered, checkpoint=str(ckpt.resolve()), checkpoint_sha256=sha256_file(ckpt),
+        checkpoint_epoch=checkpoint_epoch,
         border_margin=border_margin if (registered or n_shifts) else 0, split=split,
         reference=str(Path(ref_path).resolve()) if ref_path else "", shifts=n_shifts, shift_seed=shift_seed,
         shift_parallax_px=shift_parallax if n_shifts else 0.0,

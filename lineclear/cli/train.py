@@ -28,7 +28,7 @@ from lineclear.models.base import ModelEntry, OptionSpec, declared_options, reso
 from lineclear.training import TrainSession, add_training_shifts, load_view_images, seed_everything
 
 # models whose fit is one pass over the images: registered shifts cost them seconds and fix their blind spot
-SHIFT_MODELS = ("patchcore", "template")
+SHIFT_MODELS = ("patchcore", "template", "ensemble")
 DEFAULT_TRAIN_SHIFTS = 2
 
 
@@ -129,7 +129,9 @@ def _train(entry, cfg, view, train_samples, val_samples, out, dev, resume, prese
     images, valid, notes = load_view_images(train_samples, tuple(cfg.image_size))
     for n in notes:
         console.note(n)
-    n_shifts, shift_info = _shift_count(entry.name, view, shifts), {}
+    # an ensemble gets the shifts by default when every member would
+    members = getattr(cfg, "member_names", None)
+    n_shifts, shift_info = _shift_count(entry.name, view, shifts, members), {}
     if n_shifts:
         ref_path = view.reference_file()
         if ref_path is None:
@@ -157,10 +159,13 @@ def _train(entry, cfg, view, train_samples, val_samples, out, dev, resume, prese
         # world size: provenance (batch_size is the global batch, so the results do not depend on it)
         write_run_config(out, {"model": entry.name, "config": cfg.to_dict(), "device": str(dev),
                                "world_size": world.size, "backend": world.backend, **meta})
+    val_images = val_valid = None
+    if entry.uses_validation and val_samples:
+        val_images, val_valid, _ = load_view_images(val_samples, tuple(cfg.image_size))
     session = TrainSession(
         images=images, config=cfg, device=dev, run_dir=out, valid=valid,
         image_ids=meta["train_image_ids"], model_name=entry.name, resume=resume,
-        progress=console.rich_progress(), extra_meta=meta, world=world,
+        progress=console.rich_progress(), extra_meta=meta, world=world, val_images=val_images, val_valid=val_valid,
     )
     console.note(
         f"training {entry.name} ({preset}) on {len(train_samples)} images of view {view.name}"
@@ -178,10 +183,10 @@ def _train(entry, cfg, view, train_samples, val_samples, out, dev, resume, prese
                         "train_images": len(train_samples), "val_images": len(val_samples)})
 
 
-def _shift_count(model: str, view: View, shifts: int | None) -> int:
+def _shift_count(model: str, view: View, shifts: int | None, members: list[str] | None = None) -> int:
     if shifts is not None:
         return shifts
-    if model not in SHIFT_MODELS:
+    if model not in SHIFT_MODELS or (members and not set(members) <= set(SHIFT_MODELS)):
         return 0
     try:
         has_ref = view.reference_file() is not None

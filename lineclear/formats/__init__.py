@@ -4,7 +4,7 @@
 schema                          file                           module
 =============================== ============================== ===========================
 ``lineclear.maps/1``            anomaly maps, HDF5             :mod:`.maps`
-``lineclear.thresholds/1``      thresholds, JSON               :mod:`.thresholds`
+``lineclear.thresholds/2``      thresholds, JSON               :mod:`.thresholds`
 ``lineclear.checkpoint/1``      model checkpoint, ``.pt``      :mod:`.checkpoint`
 ``lineclear.registration/1``    registration report, JSON      :mod:`.registration`
 ``lineclear.metrics/1``         evaluation results, JSON       :mod:`.metrics`
@@ -36,7 +36,7 @@ from lineclear.formats.checkpoint import CHECKPOINT_SCHEMA, load_checkpoint, sav
 from lineclear.formats.maps import MAPS_SCHEMA, MapsFile, MapsWriter, provenance
 from lineclear.formats.masks import read_mask, resize_mask, write_mask
 from lineclear.formats.metrics import METRICS_SCHEMA, read_metrics, write_metrics
-from lineclear.formats.thresholds import THRESHOLDS_SCHEMA, read_thresholds, write_thresholds
+from lineclear.formats.thresholds import THRESHOLDS_SCHEMA, decision_threshold, level_of, read_thresholds, write_thresholds
 
 __all__ = [
     "CHECKPOINT_SCHEMA",
@@ -56,6 +56,8 @@ __all__ = [
     "read_json",
     "read_mask",
     "read_thresholds",
+    "decision_threshold",
+    "level_of",
     "resize_mask",
     "save_checkpoint",
     "sha256_file",

@@ -15,6 +15,8 @@ pixel                threshold-free pixel metrics over valid pixels: auroc, aupr
 thresholds           one entry per thresholds file: method, params, path, image{threshold,
                      tp, fp, tn, fn, accuracy, precision, recall, f1, specificity},
                      pixel{threshold, iou, iou_mean_per_image, tpr, fpr, precision, f1}
+validation           statistics of the normal validation maps the thresholds came from:
+                     image{count, mean, std, ...} (their scores), pixel{...} (their pixels)
 best                 method chosen as thesis 5.6 does (highest image accuracy; ties: max,
                      then ksigma, then quantile), rule, chosen_on = "test labels"
 summary              the thesis table's figures at the best threshold: auroc_image,

@@ -13,7 +13,8 @@ device, checked_utc         where and when; ``lineclear_version``
 =========================== ===================================================================
 
 Per view: ``view``, ``verdict``, ``reason``, ``image``, ``model``, ``score``, ``threshold`` (image
-level), ``pixel_threshold``, ``regions[]`` (``bbox`` [x, y, w, h] and ``area_px`` in original-image
+level), ``pixel_threshold``, ``level`` (what decided: ``image`` = score above ``threshold``, ``pixel`` =
+some counted pixel above ``pixel_threshold``), ``regions[]`` (``bbox`` [x, y, w, h] and ``area_px`` in original-image
 pixels, ``peak_score``, ``peak_xy``, ``bbox_map``, ``area_map_px``), ``regions_total``, ``peak_xy``,
 ``registration`` (``ok``, ``reason``, ``transform`` image→reference and the QC figures, or null),
 ``image_qc`` (gray-level statistics), ``timings_ms``, ``overlay`` (PNG path or null), and when they apply

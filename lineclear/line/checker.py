@@ -45,7 +45,8 @@ from lineclear.line.regions import find_regions, map_to_image, peak_xy, raised_f
 from lineclear.line.registration import align
 from lineclear.line.score import Scored, check_usable, score_view, warm_up
 from lineclear.line.verdict import (
-    UNDECIDED, CheckResult, Evidence, Undecidable, ViewVerdict, decide, ms_since, scene_changed, short_error,
+    UNDECIDED, CheckResult, Evidence, Undecidable, ViewVerdict, decide, decide_by_pixels, ms_since, scene_changed,
+    short_error,
 )
 from lineclear.line.views import LoadedView
 
@@ -174,7 +175,7 @@ class Checker:
     def _undecided(self, view: str, path: Path | None, reason: str, **kw: Any) -> ViewVerdict:
         v = self.views[view]
         return ViewVerdict(view, UNDECIDED, reason, image=str(path) if path else None, model=v.spec.model,
-                           threshold=v.image_threshold, pixel_threshold=v.pixel_threshold, **kw)
+                           threshold=v.image_threshold, pixel_threshold=v.pixel_threshold, level=v.level, **kw)
 
     def _check_view(self, view: str, path: Path) -> tuple[ViewVerdict, np.ndarray | None]:
         """One view's verdict and the image as read (None when it could not be): the steps in order.
@@ -220,12 +221,18 @@ class Checker:
             regions, total = find_regions(scored.amap, v.pixel_threshold, scored.counted, M, image_size)
         peak = peak_xy(scored.amap, scored.counted, M)
         evidence.timings_ms["regions"] = ms_since(t)
-        thr = float(v.image_threshold)  # type: ignore[arg-type]
-        verdict, reason = decide(scored.score, thr, total, peak)
+        thr = float(v.image_threshold) if v.image_threshold is not None else None
+        if v.level == "pixel":
+            counted = scored.amap if scored.counted is None else scored.amap[scored.counted]
+            top = float(counted.max()) if counted.size else float("-inf")
+            verdict, reason = decide_by_pixels(top, float(v.pixel_threshold), total, peak)  # type: ignore[arg-type]
+        else:
+            verdict, reason = decide(scored.score, thr, total, peak)  # type: ignore[arg-type]
         timings = dict(evidence.timings_ms)
         timings["total"] = round(sum(timings.values()), 2)
         return ViewVerdict(spec.name, verdict, reason, image=str(path), model=spec.model, score=round(scored.score, 6),
-                           threshold=thr, pixel_threshold=v.pixel_threshold, regions=regions, regions_total=total,
+                           threshold=thr, pixel_threshold=v.pixel_threshold, level=v.level, regions=regions,
+                           regions_total=total,
                            peak_xy=peak, registration=evidence.registration, image_qc=evidence.image_qc,
                            timings_ms=timings, raised_fraction=None if raised is None else round(raised, 4),
                            notes=list(evidence.notes))

@@ -25,7 +25,7 @@ from typing import Any
 
 from lineclear.dataset import View
 from lineclear.errors import FormatError, LineclearError, UsageError
-from lineclear.formats import MapsFile, read_mask, read_thresholds, sha256_file
+from lineclear.formats import MapsFile, decision_threshold, level_of, read_mask, read_thresholds, sha256_file
 from lineclear.formats._io import check_replaceable, exchange_paths, make_temp_dir, publish_dir
 from lineclear.formats.checkpoint import read_checkpoint_meta
 from lineclear.formats.deploy import (
@@ -112,8 +112,8 @@ def view_from_run(
             f"{thr_path or run}: no thresholds for view {name} (run `lineclear calibrate` in the run directory, "
             f"or give --thresholds {name}=PATH)")
     thr = read_thresholds(thr_path)
-    if thr["image"]["threshold"] is None:
-        raise LineclearError(f"{thr_path}: no image threshold; a line check cannot decide without one")
+    if decision_threshold(thr) is None:
+        raise LineclearError(f"{thr_path}: no {level_of(thr)} threshold; a line check cannot decide without one")
     if thr["pixel"]["threshold"] is None:
         notes.append(f"{name}: {thr_path} has no pixel threshold; leftover regions will not be located")
     src = dict(thr.get("source") or {})
@@ -208,7 +208,7 @@ def view_from_run(
         provenance={
             "run_dir": str(run.resolve()), "view_dir": view_dir, "checkpoint": str(ckpt.resolve()),
             "checkpoint_sha256": ckpt_sha, "thresholds": str(thr_path.resolve()),
-            "thresholds_method": thr.get("method"), "calibration_maps": src.get("path"),
+            "thresholds_method": thr.get("method"), "thresholds_level": level_of(thr), "calibration_maps": src.get("path"),
             "mask": str(mask_path.resolve()) if mask_path else None, "reference": str(Path(ref_path).resolve()),
         },
         notes=notes,

@@ -43,7 +43,9 @@ def draw_overlay(raw: np.ndarray, verdict: ViewVerdict) -> np.ndarray:
         cv2.putText(img, f"{k}: {peak:.3g}", (x, max(12 * unit, y - 3 * unit)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.4 * unit, (255, 255, 255), unit, cv2.LINE_AA)
     text = verdict.verdict.upper()
-    if verdict.score is not None and verdict.threshold is not None:
+    if verdict.level == "pixel" and verdict.pixel_threshold is not None:
+        text += f"  any pixel above {verdict.pixel_threshold:.3g}?"
+    elif verdict.score is not None and verdict.threshold is not None:
         text += f"  score {verdict.score:.3g} / threshold {verdict.threshold:.3g}"
     if verdict.verdict == UNDECIDED:
         text += f"  {verdict.reason}"

@@ -40,6 +40,7 @@ class ViewVerdict:
     score: float | None = None
     threshold: float | None = None
     pixel_threshold: float | None = None
+    level: str = "image"  # what decided: the score against ``threshold`` (image) or any pixel (pixel)
     regions: list[Region] = field(default_factory=list)
     regions_total: int = 0
     peak_xy: list[float] | None = None
@@ -154,6 +155,16 @@ def decide(score: float, threshold: float, regions_total: int, peak_xy: list[flo
             f"no region above the pixel threshold; peak at x={peak_xy[0]:.0f}, y={peak_xy[1]:.0f}")
         return LEFTOVER, f"score {score:.4g} > threshold {threshold:.4g}; {where}"
     return CLEAR, f"score {score:.4g} <= threshold {threshold:.4g}"
+
+
+def decide_by_pixels(peak: float, pixel_threshold: float, regions_total: int, peak_xy: list[float]) -> tuple[str, str]:
+    """``(verdict, reason)`` at level pixel: a leftover when any counted pixel (``peak``: the highest) is
+    strictly above the pixel threshold (thesis 3.5)."""
+    if peak > pixel_threshold:
+        return LEFTOVER, (f"map peak {peak:.4g} > pixel threshold {pixel_threshold:.4g}; "
+                          f"{regions_total} region(s) above it")
+    return CLEAR, (f"no counted pixel above the pixel threshold {pixel_threshold:.4g} "
+                   f"(peak {peak:.4g} at x={peak_xy[0]:.0f}, y={peak_xy[1]:.0f})")
 
 
 def scene_changed(raised: float, limit: float) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from lineclear.errors import LineclearError
-from lineclear.formats import read_mask, read_thresholds, resize_mask
+from lineclear.formats import decision_threshold, level_of, read_mask, read_thresholds, resize_mask
 from lineclear.formats.deploy import ViewSpec
 from lineclear.images import read_raw, to_float_rgb
 from lineclear.images import resize as resize_image
@@ -30,6 +30,7 @@ class LoadedView:
     model: Any = None
     image_threshold: float | None = None
     pixel_threshold: float | None = None
+    level: str = "image"  # what decides: the image score (image) or any counted pixel (pixel), thresholds' level
     roi: np.ndarray | None = None  # (h,w) bool at map size
     registrar: Registrar | None = None
     fill: np.ndarray | None = None  # (h,w,3) float32: the reference at map size, continues the scene at the seam
@@ -63,8 +64,9 @@ class LoadedView:
         thr = read_thresholds(spec.thresholds)
         self.image_threshold = thr["image"]["threshold"]
         self.pixel_threshold = thr["pixel"]["threshold"]
-        if self.image_threshold is None:
-            raise LineclearError(f"{spec.thresholds}: no image threshold")
+        self.level = level_of(thr)
+        if decision_threshold(thr) is None:
+            raise LineclearError(f"{spec.thresholds}: no {self.level} threshold")
         if spec.mask is not None:
             m = read_mask(spec.mask)
             if m.shape != tuple(spec.image_size):

@@ -10,7 +10,7 @@ import importlib
 
 from lineclear.models.base import AnomalyModel, AnomalyOutput, BaseConfig, ModelEntry
 
-_MODEL_PACKAGES = ["patchcore", "template", "draem", "ddad"]
+_MODEL_PACKAGES = ["patchcore", "template", "draem", "ddad", "ensemble"]
 
 MODELS: dict[str, ModelEntry] = {}
 

@@ -133,7 +133,8 @@ class ModelEntry:
     when a checkpoint's state dict will be loaded right after, so no weights are
     looked for). ``train(model, session)`` fits it in place (see
     :class:`lineclear.training.TrainSession`). ``distributed``: ``train`` shards its batches
-    over ``session.world`` (torchrun; see :mod:`lineclear.distributed`).
+    over ``session.world`` (torchrun; see :mod:`lineclear.distributed`). ``uses_validation``: ``train``
+    is given the normal validation images too (``session.val_images``).
     """
 
     name: str
@@ -144,6 +145,7 @@ class ModelEntry:
     train: Callable[[AnomalyModel, "TrainSession"], None]
     notes: Mapping[str, str] = field(default_factory=dict)
     distributed: bool = False
+    uses_validation: bool = False  # train reads session.val_images (the view's normal validation images)
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:

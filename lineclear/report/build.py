@@ -46,12 +46,19 @@ def render_overlays(
     gt: Callable[[str, int, tuple[int, int]], np.ndarray],
     max_overlays: int = 24,
     progress: Progress | None = None,
+    reconstruct: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[list[tuple[dict, bytes, str]], list[str]]:
-    """``[(image record, PNG, file name)]`` worst first, and notes (e.g. source images not found)."""
+    """``[(image record, PNG, file name)]`` worst first, and notes (e.g. source images not found).
+
+    ``reconstruct``: (H,W,3) float image at the map size → the model's reconstruction of it (DRAEM, DDAD),
+    drawn as a panel of its own; None for models that reconstruct nothing.
+    """
     progress = ensure(progress)
     images = sorted(doc["images"], key=lambda r: r.get("order", r["index"]))[: max(0, max_overlays)]
     best = doc["thresholds"][doc["best"]["index"]]
     pt, it = best["pixel"].get("threshold"), best["image"].get("threshold")
+    if best.get("level") == "pixel":
+        it = None  # the decision compared the map's peak with the pixel threshold, not the score with one
     root = doc["source"].get("dataset_root")
     scores = [r["score"] for r in doc["images"]]
     srange = (min(scores + ([it] if it is not None else [])), max(scores + ([it] if it is not None else [])))
@@ -70,7 +77,11 @@ def render_overlays(
             else:
                 missing += 1
             g = gt(r["id"], r["label"], (h, w)) if r["label"] >= 0 else np.zeros((h, w), bool)
-            data = overlay_png(img, maps.map(i), g, maps.valid(i), r, pt, it, vmax=vmax, score_range=srange)
+            rec = None
+            if reconstruct is not None and src is not None and src.is_file():
+                rec = reconstruct(read_rgb(src, (h, w)))
+            data = overlay_png(img, maps.map(i), g, maps.valid(i), r, pt, it, vmax=vmax, score_range=srange,
+                               reconstruction=rec)
             name = f"{rank:03d}_{r.get('outcome', 'X').replace('?', 'U')}_{_safe(Path(r['id']).with_suffix('').as_posix())}.png"
             out.append((r, data, name))
             task.advance(1)

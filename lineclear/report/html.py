@@ -66,11 +66,12 @@ def render_report(doc: dict, curves: dict[str, bytes], overlays: Sequence[tuple[
         parts.append(f"<div class='card'><div class='v'>{pct(v)}{'%' if v is not None else ''}</div><div class='k'>{e(k)}</div></div>")
     parts.append("</div>")
     parts.append(
-        f"<p class='meta'>IoU and accuracy at the <b>best threshold: {e(str(best.get('method')))}</b> — "
+        f"<p class='meta'>IoU and accuracy at the <b>best threshold: {e(str(best.get('method')))}"
+        f"{' at pixel level' if best.get('level') == 'pixel' else ''}</b> — "
         f"{e(best.get('rule', ''))}; <b>chosen on the {e(best.get('chosen_on', 'test labels'))}</b>, so it is an "
         "optimistic figure. Threshold-free metrics (AUROC, AUPRO, AP) do not depend on it.</p>"
     )
-    parts.append("<h2>Thresholds</h2><table><tr><th class='l'>method</th><th>params</th><th>image t</th>"
+    parts.append("<h2>Thresholds</h2><table><tr><th class='l'>method</th><th>params</th><th class='l'>decides by</th><th>decision t</th>"
                  "<th>accuracy</th><th>precision</th><th>recall</th><th>F1</th><th>TP</th><th>FP</th><th>TN</th><th>FN</th>"
                  "<th>pixel t</th><th>IoU</th><th>pixel FPR</th><th>pixel TPR</th></tr>")
     labels = threshold_labels(doc.get("thresholds", []))
@@ -79,14 +80,16 @@ def render_report(doc: dict, curves: dict[str, bytes], overlays: Sequence[tuple[
         params = ", ".join(f"{k}={v:g}" for k, v in (t.get("params") or {}).items())
         parts.append(
             f"<tr class='{'best' if i == best.get('index') else ''}'><td class='l'>{e(labels[i])}"
-            f"{' (best)' if i == best.get('index') else ''}</td><td>{e(params)}</td><td>{_num(im.get('threshold'))}</td>"
+            f"{' (best)' if i == best.get('index') else ''}</td><td>{e(params)}</td>"
+            f"<td class='l'>{'any pixel > pixel t' if t.get('level') == 'pixel' else 'image score > image t'}</td>"
+            f"<td>{_num(im.get('threshold'))}</td>"
             f"<td>{pct(im.get('accuracy'))}</td><td>{pct(im.get('precision'))}</td><td>{pct(im.get('recall'))}</td>"
             f"<td>{pct(im.get('f1'))}</td><td>{_num(im.get('tp'))}</td><td>{_num(im.get('fp'))}</td>"
             f"<td>{_num(im.get('tn'))}</td><td>{_num(im.get('fn'))}</td><td>{_num(px.get('threshold'))}</td>"
             f"<td>{pct(px.get('iou'))}</td><td>{pct(px.get('fpr'), 2)}</td><td>{pct(px.get('tpr'))}</td></tr>"
         )
-    parts.append("</table><p class='meta'>Rates in %. Image t / pixel t: the thresholds on image scores and on "
-                 "anomaly-map values; IoU pooled over the anomalous images' valid pixels.</p>")
+    parts.append("</table><p class='meta'>Rates in %. Decision t: what decides leftover or clear (the image threshold, or the pixel threshold "
+                 "when any counted pixel above it decides); pixel t: the threshold on anomaly-map values; IoU pooled over the anomalous images' valid pixels.</p>")
     if curves:
         parts.append("<h2>Curves</h2><div class='curves'>")
         parts += [_img(data, name) for name, data in curves.items()]

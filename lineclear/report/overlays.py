@@ -1,7 +1,7 @@
 """Per-image overlays like the thesis's figures (sections 5.3, 5.7), as PNG bytes.
 
-One row per image: the image with the ground-truth contour; the anomaly heat map (ignored
-pixels hatched grey); the predicted regions (map > pixel threshold) on the image with the
+One row per image: the image with the ground-truth contour; for reconstruction models (DRAEM,
+DDAD) what the model reconstructed (thesis figure 8); the anomaly heat map (ignored pixels hatched grey); the predicted regions (map > pixel threshold) on the image with the
 ground-truth contour; and the image score against the image threshold.
 """
 
@@ -39,20 +39,29 @@ def overlay_png(
     image_threshold: float | None,
     vmax: float | None = None,
     score_range: tuple[float, float] | None = None,
+    reconstruction: np.ndarray | None = None,
 ) -> bytes:
     """Render one image's overlay.
 
     ``image`` float (h,w,3) in [0,1], the map's aspect at any resolution (None: grey placeholder); ``amap`` (H,W);
     ``gt``/``valid`` bool (H,W); ``record`` an entry of ``metrics.json['images']`` (id, score,
-    outcome, iou); ``vmax`` shared heat-map scale; ``score_range`` (lo, hi) of all image scores.
+    outcome, iou); ``vmax`` shared heat-map scale; ``score_range`` (lo, hi) of all image scores;
+    ``reconstruction`` float (H',W',3) in [0,1] or None: the model's reconstruction, a panel after the image.
     """
     h, w = amap.shape
     base = image if image is not None else np.full((h, w, 3), 0.5, np.float32)
     # the photo may be sharper than the map: draw it over the map's pixel grid
     ext = (-0.5, w - 0.5, h - 0.5, -0.5)
-    fig = Figure(figsize=(14.0, 3.9))
-    axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1.1, 1, 0.8]})
-    a0, a1, a2, a3 = axes
+    fig = Figure(figsize=(17.5 if reconstruction is not None else 14.0, 3.9))
+    if reconstruction is not None:
+        a0, ar, a1, a2, a3 = fig.subplots(1, 5, gridspec_kw={"width_ratios": [1, 1, 1.1, 1, 0.8]})
+        ar.imshow(np.clip(reconstruction, 0, 1), interpolation="nearest", extent=ext)
+        _contour(ar, gt, GT_COLOUR)
+        ar.set_title("reconstruction (what the model expected)", fontsize=9)
+        ar.set_xticks([])
+        ar.set_yticks([])
+    else:
+        a0, a1, a2, a3 = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1.1, 1, 0.8]})
     a0.imshow(base, interpolation="nearest", extent=ext)
     _contour(a0, gt, GT_COLOUR)
     a0.set_title("image + ground truth" if image is not None else "(source image not found)", fontsize=9)

@@ -11,8 +11,30 @@ from __future__ import annotations
 import html
 from typing import Sequence
 
+from lineclear.selection import selections
+
 ROWS = [("AUROC", ("auroc_image", "auroc_pixel")), ("PRO", ("aupro",)), ("IoU", ("iou",)), ("AP", ("ap",)),
         ("ACC", ("accuracy",))]
+
+
+def threshold_text(doc: dict) -> str:
+    """The best thresholds of a run as a cell: ``max · pixel`` (rule and the level that decided)."""
+    s = doc.get("summary") or {}
+    return f"{s.get('method') or '–'} · {s.get('level') or 'image'}"
+
+
+def checkpoint_text(doc: dict) -> str:
+    """The checkpoint a run's maps were scored with: ``epoch 2000``, or ``final`` for model.pt."""
+    src = doc.get("source") or {}
+    epoch = src.get("checkpoint_epoch")
+    if epoch is not None:
+        return f"epoch {epoch}"
+    name = str(src.get("checkpoint") or "").replace("\\", "/").rsplit("/", 1)[-1]
+    return "final" if name in ("model.pt", "") else name
+
+
+# rows of text under the figures: what each column's figures were measured with
+TEXT_ROWS = [("threshold", threshold_text), ("checkpoint", checkpoint_text)]
 
 
 def pct(v: float | None, digits: int = 1) -> str:
@@ -20,9 +42,11 @@ def pct(v: float | None, digits: int = 1) -> str:
 
 
 def threshold_labels(entries: Sequence[dict]) -> list[str]:
-    """A column label per thresholds entry: its method, plus its file name when two entries
-    share a method (e.g. ``ksigma`` with k=3 and k=2), so no two columns read the same."""
-    methods = [str(e.get("method")) for e in entries]
+    """A column label per thresholds entry: its method (and its level, ``max · pixel``, when the entries
+    decide at more than one level), plus its file name when two entries still read the same
+    (e.g. ``ksigma`` with k=3 and k=2), so no two columns read the same."""
+    levels = {str(e.get("level") or "image") for e in entries}
+    methods = [str(e.get("method")) + (f" · {e.get('level') or 'image'}" if len(levels) > 1 else "") for e in entries]
     out = []
     for m, e in zip(methods, entries):
         if methods.count(m) > 1:
@@ -73,6 +97,12 @@ def table_data(docs: Sequence[dict], names: Sequence[str] | None = None, digits:
             marks = _best(vals, digits)
             per_key.append([(pct(v, digits), i in marks and v is not None) for i, v in enumerate(vals)])
         rows.append((label, [[pk[i] for pk in per_key] for i in range(len(docs))]))
+    for label, text in TEXT_ROWS:
+        rows.append((label, [[(text(d), False)] for d in docs]))
+    picks = selections(docs)
+    if any(picks):
+        # several checkpoints of one configuration: which one each selection takes
+        rows.append(("selected", [[(p or "–", False)] for p in picks]))
     models = sorted({str(d.get("source", {}).get("model")) for d in docs if d.get("source", {}).get("model")})
     views = sorted({str(d.get("source", {}).get("view")) for d in docs if d.get("source", {}).get("view")})
     title = " · ".join(x for x in (", ".join(models), (", ".join(views) + " view") if views else "") if x)
@@ -95,7 +125,13 @@ def markdown_table(docs: Sequence[dict], names: Sequence[str] | None = None, dig
     for label, cells in d["rows"]:
         lines.append(f"| {label} | " + " | ".join(_cell_md(c) for c in cells) + " |")
     lines += ["", "AUROC is (image, pixel); PRO is AUPRO at FPR 0.3; IoU and ACC at each run's best threshold "
-              "(chosen on the test labels); values in %; best of each row in bold."]
+              "(chosen on the test labels; the threshold row names its rule and the level that decided: image = "
+              "the image score, pixel = any counted pixel); values in %; best of each row in bold."]
+    if any(r[0] == "selected" for r in d["rows"]):
+        lines += ["", "selected: among the checkpoints of one configuration, *test labels* = the thesis's choice "
+                  "(highest ACC, chosen on the test labels: optimistic), *validation* = the one a line can trust "
+                  "(lowest spread σ/μ of the normal validation images' scores, chosen without test labels); "
+                  "*both* when they agree."]
     return "\n".join(lines) + "\n"
 
 

@@ -86,6 +86,14 @@ class DdadModel(AnomalyModel):
             )
         return ((out.float() + 1) / 2).clamp(0, 1)
 
+    @torch.no_grad()
+    def reconstruction(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,3,H,W) [0,1] → the conditioned reconstruction the map compares them with (report panels)."""
+        images = images.float()
+        if mask is not None:
+            images = images * mask.to(images.device, images.dtype)
+        return self.reconstruct(images)
+
     def feature_input(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) → what the feature extractor sees: resized by ``feature_scale``."""
         s = float(self.config.feature_scale)

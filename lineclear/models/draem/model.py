@@ -165,6 +165,14 @@ class DraemModel(AnomalyModel):
         logits = self.discriminative(torch.cat((images, rec_in), dim=1))
         return rec, logits
 
+    @torch.no_grad()
+    def reconstruction(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,3,H,W) [0,1] → what the reconstructive sub-network makes of them (B,3,H,W) [0,1] (report panels)."""
+        b, _, h, w = images.shape
+        if mask is not None:
+            mask = _as_mask(mask, b, h, w).to(images.device, images.dtype)
+        return self.networks(images, mask)[0].float().clamp(0, 1)
+
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> AnomalyOutput:
         b, _, h, w = images.shape
         if mask is not None:

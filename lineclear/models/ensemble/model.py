@@ -49,15 +49,21 @@ class EnsembleModel(AnomalyModel):
     def member_size(self, name: str) -> tuple[int, int]:
         return tuple(int(x) for x in self.cfg.member_configs[name]["image_size"])  # type: ignore[return-value]
 
-    def member_maps(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(M,B,H,W): each member's map of ``images`` (B,3,H,W), at the images' size."""
+    def member_maps(self, images: torch.Tensor, mask: torch.Tensor | None = None,
+                    valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(M,B,H,W): each member's map of ``images`` (B,3,H,W), at the images' size; ``valid`` (B,1,H,W)
+        reaches the members that use the registration validity (see lineclear.models.base)."""
         out = []
         for name in self.names:
             x, m = images, mask
             size = self.member_size(name)
             if tuple(x.shape[-2:]) != size:
                 x, m = resize_for(x, m, size)
-            amap = self.members[name](x, m).anomaly_map.float()
+            member = self.members[name]
+            kw = {}
+            if valid is not None and getattr(member, "uses_validity", False):
+                kw["valid"] = valid if tuple(valid.shape[-2:]) == size else F.interpolate(valid.float(), size=size, mode="nearest")
+            amap = member(x, m, **kw).anomaly_map.float()
             if amap.shape[-2:] != images.shape[-2:]:
                 amap = F.interpolate(amap[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             out.append(amap)
@@ -70,9 +76,12 @@ class EnsembleModel(AnomalyModel):
         z = maps / stat.view(-1, 1, 1, 1)
         return z.mean(0) if how == "mean" else z.amax(0)
 
-    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> AnomalyOutput:
+    uses_validity = True  # passed on to the members that use it
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None) -> AnomalyOutput:
         # each member honours the pre-mask its own way; the fused map is zeroed outside it for the contract
-        amap = self.fuse(self.member_maps(images, mask))
+        amap = self.fuse(self.member_maps(images, mask, valid))
         if mask is not None:
             amap = amap * (mask[:, 0] > 0.5).float()
         return AnomalyOutput(anomaly_map=amap, score=self.image_score(amap))

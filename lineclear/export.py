@@ -43,7 +43,7 @@ from torch import nn
 from lineclear.dataset import View, list_images
 from lineclear.errors import LineclearError, UsageError
 from lineclear.formats import sha256_file
-from lineclear.formats._io import check_replaceable, make_temp_dir, publish_dir
+from lineclear.formats._io import check_replaceable, make_temp_dir, publish_dir, replace_dir
 from lineclear.formats.checkpoint import read_checkpoint_meta
 from lineclear.formats.export import EXPORT_FORMATS, EXPORT_NAME, ExportInfo, read_export, write_export
 from lineclear.formats.run import read_run_config
@@ -312,8 +312,9 @@ def export_run(
                 f"{fid.get('reason') or _describe(fid)}; nothing written")
         write_export(tmp, {**doc, "fidelity": fid}, files, overwrite=True)
         if overwrite and out.exists():
-            shutil.rmtree(out)  # checked above: an earlier export holding nothing but its own files
-        publish_dir(tmp, out)
+            replace_dir(tmp, out)  # checked above: an earlier export holding nothing but its own files
+        else:
+            publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,6 +79,29 @@ def publish_dir(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
         if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
             raise _exists_error(path) from None
         raise
+
+
+def replace_dir(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Put the finished folder ``tmp`` in place of the existing folder ``path``, whose contents the caller
+    has checked are lineclear's own (:func:`check_replaceable`).
+
+    In one step where the system can exchange two paths: a crash leaves the old folder or the new one, never
+    none. Elsewhere the old folder is moved aside, the new one renamed in, and the old one put back if that
+    fails. The old folder is removed afterwards.
+    """
+    tmp, path = Path(tmp), Path(path)
+    if exchange_paths(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+        return
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    os.replace(path, old)
+    try:
+        publish_dir(tmp, path)  # refuses a folder another process put there meanwhile
+    except BaseException:
+        if not path.exists():
+            os.replace(old, path)  # the earlier folder goes back where it was
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def check_replaceable(out: str | os.PathLike, overwrite: bool, problem: Callable[[Path], str | None]) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from lineclear.dataset import View
 from lineclear.errors import FormatError, LineclearError, UsageError
 from lineclear.formats import MapsFile, decision_threshold, level_of, read_mask, read_thresholds, sha256_file
-from lineclear.formats._io import check_replaceable, exchange_paths, make_temp_dir, publish_dir
+from lineclear.formats._io import check_replaceable, make_temp_dir, publish_dir, replace_dir
 from lineclear.formats.checkpoint import read_checkpoint_meta
 from lineclear.formats.deploy import (
     DEFAULT_MAX_RAISED_FRACTION, MANIFEST_NAME, RUNTIMES, Bundle, ViewSpec, read_manifest, write_manifest,
@@ -316,22 +316,10 @@ def build_bundle(out: str | os.PathLike, sources: list[ViewSource], overwrite: b
             }
         write_manifest(tmp, entries)
         read_manifest(tmp)  # what the line will read: validate it before it goes into place
-        if overwrite and out.exists() and exchange_paths(tmp, out):
-            # one step: a crash leaves the old bundle or the new one, never none; tmp now holds the old one
-            shutil.rmtree(tmp, ignore_errors=True)  # checked above: nothing but the old bundle's own files
-            return read_manifest(out)
-        old = None
         if overwrite and out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        try:
+            replace_dir(tmp, out)  # checked above: nothing but the old bundle's own files
+        else:
             publish_dir(tmp, out)  # refuses a bundle another deploy put there meanwhile
-        except BaseException:
-            if old is not None and not out.exists():
-                os.replace(old, out)  # the earlier bundle goes back where it was
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)  # checked above: nothing but the old bundle's own files
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

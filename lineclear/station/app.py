@@ -64,6 +64,7 @@ class ViewTile(BaseModel):
     image: Optional[str] = None
     regions_total: int = 0
     overlay_url: Optional[str] = Field(None, description="the overlay PNG under /overlays/")
+    overlay_error: Optional[str] = Field(None, description="why there is no overlay, when writing it failed")
 
 
 class Ack(BaseModel):

@@ -127,7 +127,8 @@ class Station:
                     if isinstance(entry, Entry) else None),
             "views": [{"view": v["view"], "verdict": v["verdict"], "score": v.get("score"),
                        "threshold": v.get("threshold"), "reason": v.get("reason"), "image": v.get("image"),
-                       "regions_total": v.get("regions_total", 0), "overlay_url": self.overlay_url(v.get("overlay"))}
+                       "regions_total": v.get("regions_total", 0), "overlay_url": self.overlay_url(v.get("overlay")),
+                       "overlay_error": v.get("overlay_error")}
                       for v in doc.get("views", [])],
             "acks": [a.body for a in acks or []],
         }

@@ -53,7 +53,6 @@ def valid_cells(valid: torch.Tensor, grid: tuple[int, int], neighbourhood: int) 
     return inv[:, 0] < 0.5
 
 
-
 class PatchCoreModel(AnomalyModel):
     uses_validity = True  # forward(..., valid=): the seam never reaches the map (see map_from_features)
 

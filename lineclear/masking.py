@@ -19,12 +19,12 @@ false anomalies, and :func:`combine_masks` intersects everything that applies to
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import cv2
 import numpy as np
 
-from lineclear.errors import UsageError
+from lineclear.errors import LineclearError, UsageError
 
 
 def _bool(mask: Any, name: str = "mask") -> np.ndarray:
@@ -344,3 +344,25 @@ def scoring_masks(
     if roi_b is not None:
         count = roi_b.copy() if count is None else (count & roi_b)
     return images, pre, count
+
+
+def counted_maps(
+    maps: np.ndarray, scores: np.ndarray, pre: np.ndarray | None, count: np.ndarray | None,
+    image_score: Callable[[np.ndarray], np.ndarray], size: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """What a scorer returns from its model's output, for every runtime alike: ``(maps, scores)`` float32.
+
+    maps (B,H,W) and scores (B,) as the model gave them; ``pre``, ``count`` from :func:`scoring_masks`;
+    ``image_score`` the model's rule (maps → scores). The map is zeroed outside the counted pixels and the
+    score recomputed from what is left (unless the model was pre-masked with exactly those pixels). A map
+    of another size than ``size`` (H, W) is refused.
+    """
+    if maps.shape[1:] != tuple(size):
+        raise LineclearError(f"model returned maps of size {maps.shape[1:]}, expected {tuple(size)}")
+    maps = np.asarray(maps, np.float32)
+    if count is not None:
+        maps = maps * count.astype(np.float32)
+        if pre is None or not np.array_equal(pre, count):
+            scores = image_score(maps)
+    return maps.astype(np.float32), np.asarray(scores, np.float32)
+

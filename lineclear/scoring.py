@@ -37,7 +37,7 @@ import torch
 from lineclear.errors import FormatError, LineclearError, UsageError
 from lineclear.formats import load_checkpoint, read_mask, resize_mask
 from lineclear.images import read_raw, read_rgb, resize, to_float_rgb
-from lineclear.masking import scoring_masks, valid_at
+from lineclear.masking import counted_maps, scoring_masks, valid_at
 from lineclear.models import get_model
 from lineclear.models.base import AnomalyModel, config_from_dict
 from lineclear.progress import Progress, ensure
@@ -165,18 +165,12 @@ def score_arrays(
             out = model(x, torch.from_numpy(pre[:, None].astype(np.float32)).to(device), **kw)
         else:
             out = model(x, **kw)
-    amap = out.anomaly_map.float()
-    score = out.score.float()
-    if count is not None:
-        m = torch.from_numpy(count.astype(np.float32)).to(amap.device)
-        amap = amap * m
-        if pre is None or not np.array_equal(pre, count):
-            # zero the map outside the counted pixels, recompute the score from what is left
-            score = model.image_score(amap).float()
-    maps = amap.cpu().numpy().astype(np.float32)
-    if maps.shape[1:] != (h, w):
-        raise LineclearError(f"model returned maps of size {maps.shape[1:]}, expected {(h, w)}")
-    return maps, score.cpu().numpy().astype(np.float32), count
+    def image_score(maps: np.ndarray) -> np.ndarray:
+        return model.image_score(torch.from_numpy(maps).to(device)).float().cpu().numpy()
+
+    maps, scores = counted_maps(out.anomaly_map.float().cpu().numpy(), out.score.float().cpu().numpy(), pre, count,
+                                image_score, (h, w))
+    return maps, scores, count
 
 
 def score_paths(

@@ -7,6 +7,7 @@ model's own score rule (the map's maximum; DRAEM: after its mean filter), used a
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from lineclear.runtime import ops
 from lineclear.runtime.graph import Graph
 
 
-class ExportedModel:
+class ExportedModel(ABC):
     """Base: the export's map size and the score rule of the map's maximum."""
 
     name = ""
@@ -52,8 +53,9 @@ class ExportedModel:
         maps = np.stack([self.one(images[i], each(mask, i), **kw(i)) for i in range(images.shape[0])])
         return maps, self.image_score(maps)
 
-    def one(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def one(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """One image (H,W,3) and its pre-mask (H,W) or None → its map (H,W) float32."""
 
 
 class PatchCoreExported(ExportedModel):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lineclear.errors import LineclearError
-from lineclear.masking import scoring_masks
+from lineclear.masking import counted_maps, scoring_masks
 from lineclear.runtime.models import ExportedModel
 
 
@@ -24,10 +23,5 @@ def score_arrays(
     images, pre, count = scoring_masks(images, roi, valid, mask_stage, border_margin, fill)
     maps, scores = model.forward(np.ascontiguousarray(images, np.float32), pre,
                                  valid if model.uses_validity else None)
-    if count is not None:
-        maps = maps * count.astype(np.float32)
-        if pre is None or not np.array_equal(pre, count):
-            scores = model.image_score(maps)
-    if maps.shape[1:] != (h, w):
-        raise LineclearError(f"model returned maps of size {maps.shape[1:]}, expected {(h, w)}")
-    return maps.astype(np.float32), scores.astype(np.float32), count
+    maps, scores = counted_maps(maps, scores, pre, count, model.image_score, (h, w))
+    return maps, scores, count
